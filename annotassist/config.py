@@ -1,0 +1,412 @@
+"""YAML -> typed, validated settings.
+
+A config is a tree of small dataclasses. Loading walks the YAML against the dataclass fields, so an unknown
+key, a wrong type or a value outside its choices is reported with the file and the dotted key (all at once),
+never silently ignored. `profiles:` holds named overrides (e.g. `cpu`) applied with `--profile`, and
+`--set key=value` overrides single keys from the command line.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "dataset"
+    # voc | cityscapes | list | folders | synthetic (see annotassist/data/layouts.py)
+    layout: Literal["voc", "cityscapes", "list", "folders", "synthetic"] = "list"
+    # data root; relative paths resolve against the current directory (like the published scripts)
+    root: str = ""
+    # the pool to label: a list file (list), an ImageSets split name or "all" (voc), a split folder
+    # (cityscapes), ignored for folders
+    pool: str = "train.txt"
+    # the held-out evaluation set, same meaning as `pool`; "" for none
+    val: str = "val.txt"
+    image_dir: str = "images"  # folders layout
+    mask_dir: str = "masks"  # folders layout
+    classes: list[str] = field(default_factory=list)
+    # one [r, g, b] per class; empty = a generated VOC-style palette
+    palette: list[list[int]] = field(default_factory=list)
+    # the value in the source masks that means "not labeled"; read as 255 internally (255 is always ignore)
+    ignore_index: int = 255
+
+
+@dataclass
+class SyntheticConfig:
+    """The embedded demo set (layout: synthetic). Generated into dataset.root when it is not there."""
+
+    num_pool: int = 300
+    num_val: int = 100
+    size: int = 128
+    seed: int = 0
+
+
+@dataclass
+class PoolConfig:
+    # images labeled at init: 0 = every image that has a mask; N > 0 = N random masked images (seeded),
+    # the others stay unlabeled with their masks kept as the oracle for the simulated annotator
+    initial_labeled: int = 0
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    backbone: Literal["resnet50", "resnet101", "efficientnet_lite0"] = "resnet101"
+    # imagenet | none | a path to a state dict
+    weights: str = "imagenet"
+    output_stride: Literal[8, 16] = 16
+    aspp_dilations: list[int] = field(default_factory=lambda: [6, 12, 18])
+    # Dropout2d rate of the two feature-perturbed copies (need_fp)
+    fp_dropout: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    method: Literal["dssn", "supervised"] = "dssn"
+    # one epoch = one pass over the unlabeled set (supervised: over the labeled set, repeated to that length)
+    epochs: int = 80
+    # > 0: stop after this many iterations whatever `epochs` says (short runs, tests, CPU profiles)
+    max_iters: int = 0
+    # per process; DSSN takes this many labeled AND this many unlabeled images (published: 2+2 per GPU)
+    batch_size: int = 2
+    crop_size: int = 513
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    # resize every image (train, eval, scoring) by this factor first: the CPU profiles' smaller images
+    image_scale: float = 1.0
+    lr: float = 0.001
+    head_lr_mult: float = 10.0
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    criterion: Literal["ce", "ohem"] = "ce"
+    ohem_thresh: float = 0.7
+    ohem_min_kept: int = 200000
+    # auto = bf16 autocast on CUDA, fp32 on CPU
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    channels_last: bool = False
+    # keep BatchNorm layers in eval mode (small batches on CPU; exact single- vs multi-process checks)
+    freeze_bn: bool = False
+    num_workers: int = 2
+    eval_mode: Literal["whole", "sliding"] = "whole"
+    eval_every: int = 1
+    log_every: int = 10
+    seed: int = 0
+
+
+@dataclass
+class DSSNConfig:
+    # class-aware selection: thr[b,c] = ratio * peak[b,c] if peak[b,c] > peak_gate else peak[b,c]
+    selection: Literal["class_aware", "global"] = "class_aware"
+    peak_gate: float = 0.92
+    peak_ratio: float = 0.96
+    global_thresh: float = 0.95  # selection: global (UniMatch's fixed threshold, for ablations)
+    ema_decay: float = 0.996
+    # teacher := student for this many epochs before the EMA starts (Cityscapes: 5)
+    ema_warmup_epochs: int = 0
+    # strong-view CE switched off for this many epochs (Cityscapes: 5)
+    strong_warmup_epochs: int = 0
+    # mse = the released z-scored-logit MSE; infonce = the paper's pixel contrast of positive pairs
+    align: Literal["mse", "infonce"] = "mse"
+    infonce_temperature: float = 0.5
+    infonce_pixels: int = 1024
+    # voc: 0.5*(Lx + 0.25*(Ls1+Ls2+Lfp+LFp) + 0.01*(MSEs+MSEfp)); cityscapes: 0.5*(...) + 0.005*(...)
+    weighting: Literal["voc", "cityscapes"] = "voc"
+    cutmix_p: float = 0.5
+    # 1-3 random intensity ops on the strong views (the VOC recipe)
+    intensity_ops: bool = True
+
+
+@dataclass
+class RegionConfig:
+    """The region-relevance discriminator (methods.md section 2)."""
+
+    enabled: bool = True
+    lr: float = 1e-4
+    # drop pseudo-labels in 16x16 cells whose reliability is below `threshold` from the unlabeled losses
+    filter: bool = False
+    threshold: float = 0.6
+    # start filtering after this many iterations: an untrained judge would drop everything
+    filter_start_iter: int = 200
+
+
+@dataclass
+class AcquireConfig:
+    strategy: str = "dssn"
+    budget: int = 16
+    # class weights from the labeled pool's class shares: exp = exp(-share) (Cai et al.), hwang = (6*share+1)^-2
+    class_weight: Literal["exp", "hwang"] = "exp"
+    # image score of region scores: mean of the top-k regions
+    topk_regions: int = 8
+    superpixels: int = 150
+    slic_compactness: float = 10.0
+    ripu_radius: int = 1
+    # dssn strategy: score = alpha * rank(class_aware) + (1 - alpha) * rank(region_relevance)
+    alpha: float = 0.5
+    # penalty weight for cosine similarity to images already picked or labeled
+    diversity: float = 0.5
+    batch_size: int = 8
+    num_workers: int = 2
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    dssn: DSSNConfig = field(default_factory=DSSNConfig)
+    region: RegionConfig = field(default_factory=RegionConfig)
+    acquire: AcquireConfig = field(default_factory=AcquireConfig)
+    # named override trees, applied with --profile NAME
+    profiles: dict[str, dict] = field(default_factory=dict)
+    # where this config came from (set by the loader, not a key)
+    source: str = field(default="", metadata={"internal": True})
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.dataset.classes)
+
+    def palette(self) -> list[tuple[int, int, int]]:
+        if self.dataset.palette:
+            return [tuple(c) for c in self.dataset.palette]
+        return voc_palette(self.num_classes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("source", None)
+        return d
+
+
+def voc_palette(n: int) -> list[tuple[int, int, int]]:
+    """The PASCAL VOC colour map (bit-interleaved), which also gives any number of distinct colours."""
+    out = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        out.append((r, g, b))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# loading and validation
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (list,):
+        return f"a list of {_type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if tp is float:
+        return "a number"
+    if tp is int:
+        return "an integer"
+    if tp is bool:
+        return "true or false"
+    if tp is str:
+        return "a string"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_value(value: Any, tp: Any, key: str, errors: list[str]) -> Any:
+    """Return `value` converted to `tp`, or append an error naming `key`."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        if value in get_args(tp) and type(value) is type(get_args(tp)[get_args(tp).index(value)]):
+            return value
+        errors.append(f"{key} must be {_type_name(tp)}, got {value!r}")
+        return None
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _check_value(value, args[0], key, errors)
+    if origin is list:
+        if not isinstance(value, list):
+            errors.append(f"{key} must be {_type_name(tp)}, got {value!r}")
+            return None
+        (inner,) = get_args(tp)
+        return [_check_value(v, inner, f"{key}[{i}]", errors) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            errors.append(f"{key} must be a mapping, got {value!r}")
+            return None
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    errors.append(f"{key} must be {_type_name(tp)}, got {value!r}")
+    return None
+
+
+def _apply(obj: Any, data: dict, prefix: str, errors: list[str]) -> None:
+    """Write the YAML mapping `data` onto the dataclass instance `obj`, checking every key and type."""
+    hints = typing.get_type_hints(type(obj))
+    fields = {f.name: f for f in dataclasses.fields(obj) if not f.metadata.get("internal")}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(fields)}"
+            errors.append(f"unknown key '{dotted}'{hint}")
+            continue
+        tp = hints[key]
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                errors.append(f"{dotted} must be a mapping of settings, got {value!r}")
+                continue
+            _apply(current, value, dotted + ".", errors)
+            continue
+        n_before = len(errors)
+        checked = _check_value(value, tp, dotted, errors)
+        if len(errors) == n_before:
+            setattr(obj, key, checked)
+
+
+def _validate_semantics(cfg: Config, errors: list[str]) -> None:
+    d = cfg.dataset
+    if not d.classes:
+        errors.append("dataset.classes is empty: list the class names, in the order of the mask values")
+    if d.palette and len(d.palette) != len(d.classes):
+        errors.append(f"dataset.palette has {len(d.palette)} colours for {len(d.classes)} classes")
+    for i, c in enumerate(d.palette):
+        if c is not None and (len(c) != 3 or any(not (0 <= v <= 255) for v in c if v is not None)):
+            errors.append(f"dataset.palette[{i}] must be [r, g, b] with values 0..255, got {c}")
+    if not (0 <= d.ignore_index <= 255):
+        errors.append(f"dataset.ignore_index must be 0..255, got {d.ignore_index}")
+    elif d.ignore_index < len(d.classes):
+        errors.append(f"dataset.ignore_index {d.ignore_index} is also a class id (there are "
+                      f"{len(d.classes)} classes, 0..{len(d.classes) - 1})")
+    if len(d.classes) > 255:
+        errors.append("at most 255 classes fit an 8-bit mask")
+    t = cfg.train
+    if t.batch_size < 1:
+        errors.append("train.batch_size must be at least 1")
+    if t.crop_size < 32:
+        errors.append("train.crop_size must be at least 32")
+    if len(t.scale_range) != 2 or t.scale_range[0] <= 0 or t.scale_range[0] > t.scale_range[1]:
+        errors.append(f"train.scale_range must be [low, high] with 0 < low <= high, got {t.scale_range}")
+    if not (0 < t.image_scale <= 4):
+        errors.append(f"train.image_scale must be in (0, 4], got {t.image_scale}")
+    if t.lr <= 0:
+        errors.append("train.lr must be positive")
+    if t.epochs < 1 and t.max_iters < 1:
+        errors.append("train.epochs or train.max_iters must be at least 1")
+    s = cfg.dssn
+    if not (0 < s.peak_ratio <= 1):
+        errors.append("dssn.peak_ratio must be in (0, 1]")
+    if not (0 <= s.peak_gate <= 1):
+        errors.append("dssn.peak_gate must be in [0, 1]")
+    if not (0 <= s.ema_decay < 1):
+        errors.append("dssn.ema_decay must be in [0, 1)")
+    if not (0 <= cfg.model.fp_dropout < 1):
+        errors.append("model.fp_dropout must be in [0, 1)")
+    if cfg.acquire.budget < 1:
+        errors.append("acquire.budget must be at least 1")
+    if not (0 <= cfg.acquire.alpha <= 1):
+        errors.append("acquire.alpha must be in [0, 1]")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.epochs=3' -> (['train', 'epochs'], 3); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: write KEY=VALUE, e.g. --set train.epochs=3")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({e})") from None
+    return key.strip().split("."), value
+
+
+def _nest(path: list[str], value: Any) -> dict:
+    out: Any = value
+    for part in reversed(path):
+        out = {part: out}
+    return out
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def from_dict(data: dict, source: str = "<dict>", profile: str | None = None,
+              overrides: list[str] | None = None) -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections (dataset:, model:, ...)")
+    if profile:
+        profiles = data.get("profiles") or {}
+        if profile not in profiles:
+            known = ", ".join(profiles) or "none"
+            raise ConfigError(f"{source}: no profile '{profile}' (profiles in this file: {known})")
+        data = _merge({k: v for k, v in data.items()}, profiles[profile] or {})
+    for text in overrides or []:
+        path, value = parse_override(text)
+        data = _merge(data, _nest(path, value))
+    cfg = Config()
+    errors: list[str] = []
+    _apply(cfg, data, "", errors)
+    if not errors:
+        _validate_semantics(cfg, errors)
+    if errors:
+        raise ConfigError(f"{source}: {len(errors)} problem(s) in the config:\n  - " + "\n  - ".join(errors))
+    cfg.source = source
+    return cfg
+
+
+def load_config(path: str | Path, profile: str | None = None, overrides: list[str] | None = None) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        configs = sorted(p.name for p in Path("configs").glob("*.yaml")) if Path("configs").is_dir() else []
+        hint = f" (configs here: {', '.join(configs)})" if configs else ""
+        raise ConfigError(f"config file not found: {path}{hint}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    return from_dict(data, source=str(path), profile=profile, overrides=overrides)
+
+
+def dump_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,61 @@
+"""Readable tables of a workspace's pool: states, rounds, class pixels."""
+from __future__ import annotations
+
+from .workspace import STATES, Workspace
+
+
+def table(headers: list[str], rows: list[list], align: str | None = None) -> str:
+    """A plain-text table; `align` has one 'l' or 'r' per column (default: text left, numbers right)."""
+    cells = [[str(h) for h in headers]] + [[_fmt(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    if align is None:
+        align = "".join("r" if rows and isinstance(rows[0][i], (int, float)) else "l" for i in range(len(headers)))
+    lines = []
+    for n, r in enumerate(cells):
+        lines.append("  ".join(c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(r, widths, align)))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def status_text(ws: Workspace) -> str:
+    cfg = ws.config
+    out = [f"workspace {ws.root}  ({cfg.dataset.name}, {cfg.num_classes} classes, data {ws.data_root})", ""]
+    pool = ws.images("pool")
+    counts = {s: 0 for s in STATES}
+    for r in pool:
+        counts[r.state] += 1
+    missing = len(ws.images("pool", include_missing=True)) - len(pool)
+    rows = [[s, counts[s], counts[s] / max(1, len(pool))] for s in STATES]
+    rows.append(["total", len(pool), 1.0])
+    out.append("pool")
+    out.append(table(["state", "images", "share"], rows))
+    val = ws.images("val")
+    out.append(f"\nevaluation set: {len(val)} images" + (f"; {missing} pool images missing from the source"
+                                                            if missing else ""))
+    rounds = ws.rounds()
+    if rounds:
+        out.append("\nrounds")
+        rr = []
+        for r in rounds:
+            m = r["metrics"] or {}
+            rr.append([r["round"], r["status"], r["method"] or "-", r["labeled_count"],
+                       m.get("mIoU"), len(ws.selections(r["round"]))])
+        out.append(table(["round", "status", "method", "labeled", "mIoU", "selected"], rr))
+    pixels = ws.class_pixels("pool")
+    total = max(1, int(pixels.sum()))
+    out.append("\nlabeled pixels per class (pool)")
+    out.append(table(["class", "pixels", "share"],
+                     [[c, int(p), p / total] for c, p in zip(cfg.dataset.classes, pixels)]))
+    absent = [c for c, p in zip(cfg.dataset.classes, pixels) if p == 0]
+    if absent and counts["labeled"]:
+        out.append(f"\nno labeled pixels yet for: {', '.join(absent)}")
+    return "\n".join(out)

@@ -1,0 +1,646 @@
+"""A project's folder and the only writer of its pool state.
+
+    <workspace>/
+      pool.sqlite     images, states, mask versions, rounds, scores, selections, sync ids, events
+      config.yaml     the resolved config the workspace was made with
+      masks/          every mask version ever written, as palette PNGs, never overwritten
+      rounds/<r>/     each round's training run: checkpoint, log.jsonl, metrics.json
+
+SQLite runs in WAL mode so readers (status, the UI) never block the writer; every change is one transaction
+(`BEGIN IMMEDIATE`), so a process killed mid-step leaves the pool as it was before that step.
+
+Image states: unlabeled -> queued (selected for labeling) -> in_review (pushed to an annotator) -> labeled.
+Mask kinds: ground_truth (came with the data), pseudo (a model's pre-annotation), human (a person's
+correction). A label is the newest ground_truth or human version: newest wins, nothing is deleted.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .config import Config, dump_config, load_config
+from .data.layouts import Sample, check_sample, read_split
+from .data.masks import IGNORE, class_histogram, file_sha256, read_mask, write_mask
+from .errors import DataError, Problem, WorkspaceError
+
+SCHEMA_VERSION = 1
+STATES = ("unlabeled", "queued", "in_review", "labeled")
+MASK_KINDS = ("ground_truth", "pseudo", "human")
+# allowed state changes; anything else is a bug or a user mistake and is refused with a clear message
+TRANSITIONS = {
+    "unlabeled": {"queued", "in_review", "labeled"},
+    "queued": {"unlabeled", "in_review", "labeled"},
+    "in_review": {"queued", "unlabeled", "labeled"},
+    "labeled": {"in_review"},
+}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    split TEXT NOT NULL CHECK (split IN ('pool', 'val')),
+    image_path TEXT NOT NULL,
+    source_mask_path TEXT,
+    sha256 TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'unlabeled' CHECK (state IN ('unlabeled', 'queued', 'in_review', 'labeled')),
+    missing INTEGER NOT NULL DEFAULT 0,
+    added_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_state ON images (split, state);
+CREATE TABLE IF NOT EXISTS masks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    image_id INTEGER NOT NULL REFERENCES images (id),
+    kind TEXT NOT NULL CHECK (kind IN ('ground_truth', 'pseudo', 'human')),
+    path TEXT NOT NULL,
+    round INTEGER,
+    class_pixels TEXT NOT NULL,
+    changed_pixels INTEGER,
+    changed_regions INTEGER,
+    source TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS masks_image ON masks (image_id, kind);
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY,
+    status TEXT NOT NULL,
+    method TEXT,
+    labeled_count INTEGER NOT NULL,
+    checkpoint TEXT,
+    metrics TEXT,
+    started_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS scores (
+    round INTEGER NOT NULL,
+    image_id INTEGER NOT NULL REFERENCES images (id),
+    name TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (round, image_id, name)
+);
+CREATE TABLE IF NOT EXISTS region_maps (
+    round INTEGER NOT NULL,
+    image_id INTEGER NOT NULL REFERENCES images (id),
+    name TEXT NOT NULL,
+    height INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (round, image_id, name)
+);
+CREATE TABLE IF NOT EXISTS embeddings (
+    round INTEGER NOT NULL,
+    image_id INTEGER NOT NULL REFERENCES images (id),
+    data BLOB NOT NULL,
+    PRIMARY KEY (round, image_id)
+);
+CREATE TABLE IF NOT EXISTS selections (
+    round INTEGER NOT NULL,
+    image_id INTEGER NOT NULL REFERENCES images (id),
+    rank INTEGER NOT NULL,
+    strategy TEXT NOT NULL,
+    score REAL,
+    PRIMARY KEY (round, image_id)
+);
+CREATE TABLE IF NOT EXISTS sync (
+    image_id INTEGER NOT NULL REFERENCES images (id),
+    backend TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    project TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (image_id, backend)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT
+);
+"""
+
+
+@dataclass
+class ImageRecord:
+    id: int
+    name: str
+    split: str
+    image_path: Path
+    source_mask_path: Path | None
+    sha256: str
+    width: int
+    height: int
+    state: str
+    missing: bool
+
+
+@dataclass
+class MaskRecord:
+    id: int
+    image_id: int
+    kind: str
+    path: Path
+    round: int | None
+    class_pixels: list[int]
+    changed_pixels: int | None
+    changed_regions: int | None
+    source: str | None
+
+
+@dataclass
+class SyncReport:
+    added: int = 0
+    labeled: int = 0
+    unchanged: int = 0
+    changed: list[str] = None  # names whose image content changed since the last init
+    disappeared: list[str] = None  # names no longer found in the source
+    problems: list[Problem] = None
+
+    def __post_init__(self):
+        self.changed = self.changed or []
+        self.disappeared = self.disappeared or []
+        self.problems = self.problems or []
+
+
+def _row_image(r: sqlite3.Row) -> ImageRecord:
+    return ImageRecord(r["id"], r["name"], r["split"], Path(r["image_path"]),
+                       Path(r["source_mask_path"]) if r["source_mask_path"] else None, r["sha256"],
+                       r["width"], r["height"], r["state"], bool(r["missing"]))
+
+
+def _row_mask(r: sqlite3.Row, root: Path) -> MaskRecord:
+    return MaskRecord(r["id"], r["image_id"], r["kind"], root / r["path"], r["round"],
+                      json.loads(r["class_pixels"]), r["changed_pixels"], r["changed_regions"], r["source"])
+
+
+class Workspace:
+    """Open an existing workspace; `Workspace.create` makes a new one."""
+
+    def __init__(self, path: str | Path):
+        self.root = Path(path)
+        db = self.root / "pool.sqlite"
+        if not db.is_file():
+            raise WorkspaceError(f"{self.root}: no workspace here (no pool.sqlite); create one with "
+                                 f"'annotassist init --config CONFIG --workspace {self.root}'")
+        self.db = self._connect(db)
+        version = self._meta("schema_version")
+        if version is None or int(version) != SCHEMA_VERSION:
+            raise WorkspaceError(f"{db}: schema version {version}, this annotassist reads {SCHEMA_VERSION}")
+        self.config = load_config(self.root / "config.yaml")
+        self.data_root = Path(self._meta("data_root") or ".")
+
+    # -- set-up ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _connect(db: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(db, isolation_level=None, timeout=30.0)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    @classmethod
+    def create(cls, path: str | Path, cfg: Config, data_root: str | Path) -> "Workspace":
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "masks").mkdir(exist_ok=True)
+        db_path = root / "pool.sqlite"
+        fresh = not db_path.exists()
+        conn = cls._connect(db_path)
+        conn.executescript(SCHEMA)
+        with _transaction(conn):
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('data_root', ?)", (str(Path(data_root).resolve()),))
+            if fresh:
+                conn.execute("INSERT INTO meta VALUES ('created_at', ?)", (str(time.time()),))
+        conn.close()
+        dump_config(cfg, root / "config.yaml")
+        return cls(root)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with _transaction(self.db):
+            yield self.db
+
+    def log_event(self, kind: str, detail: dict | None = None) -> None:
+        self.db.execute("INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)",
+                        (time.time(), kind, json.dumps(detail or {})))
+
+    # -- images ------------------------------------------------------------------------------------------
+
+    def sync_from_source(self, progress: bool = True) -> SyncReport:
+        """Read the configured dataset and bring the pool up to date, in one transaction.
+
+        New images are added (labeled per `pool.initial_labeled` if they have masks); images that vanished
+        from the source are flagged `missing` and reported, never deleted; bad images are reported and
+        skipped. Masks already in the pool are never dropped.
+        """
+        from tqdm import tqdm
+
+        cfg = self.config
+        report = SyncReport()
+        found: dict[str, tuple[str, Sample]] = {}
+        for split in ("pool", "val"):
+            samples, problems = read_split(cfg, self.data_root, split)
+            report.problems += problems
+            for s in samples:
+                if s.name in found:
+                    report.problems.append(Problem(str(s.image), f"image {s.name} is in both the pool and the "
+                                                   "evaluation set", "keep it in one of them"))
+                    continue
+                found[s.name] = (split, s)
+        existing = {r.name: r for r in self.images(split=None, include_missing=True)}
+        hashes = {r.sha256: r.name for r in existing.values() if not r.missing}
+        new_checked, late_masks, changed_sha = [], [], {}
+        palette = cfg.palette()
+        for name, (split, s) in tqdm(found.items(), desc="checking images", disable=not progress, leave=False):
+            try:
+                sha = file_sha256(s.image)
+            except OSError as e:
+                report.problems.append(Problem(str(s.image), f"cannot be read ({e})", "check permissions"))
+                continue
+            old = existing.get(name)
+            if old is not None:
+                if old.sha256 != sha:
+                    report.changed.append(name)
+                    changed_sha[name] = sha
+                else:
+                    report.unchanged += 1
+                if old.source_mask_path is None and s.mask is not None:
+                    try:  # a mask appeared in the source for an image we already have
+                        late_masks.append((old, check_sample(s, cfg)))
+                    except DataError as e:
+                        report.problems.append(_problem(e))
+                continue
+            if sha in hashes:
+                report.problems.append(Problem(str(s.image), f"same content as image {hashes[sha]} already "
+                                               "in the pool (a duplicate)", "remove one of the copies"))
+                continue
+            try:
+                checked = check_sample(s, cfg)
+            except DataError as e:
+                report.problems.append(_problem(e))
+                continue
+            hashes[sha] = name
+            new_checked.append((split, sha, checked))
+        report.disappeared = sorted(n for n, r in existing.items() if n not in found and not r.missing)
+
+        # which new pool images start labeled
+        pool_with_masks = [c for split, _, c in new_checked if split == "pool" and c.mask is not None]
+        n_init = cfg.pool.initial_labeled
+        already_labeled = self.count(split="pool", state="labeled")
+        if n_init <= 0:
+            initial = {c.sample.name for c in pool_with_masks}
+        else:
+            need = max(0, n_init - already_labeled)
+            rng = np.random.default_rng(cfg.pool.seed)
+            names = sorted(c.sample.name for c in pool_with_masks)
+            initial = set(rng.permutation(names)[:need].tolist()) if names else set()
+
+        now = time.time()
+        with self.transaction() as db:
+            for split, sha, c in new_checked:
+                s = c.sample
+                labeled = split == "val" or s.name in initial
+                state = "labeled" if (labeled and c.mask is not None) else "unlabeled"
+                cur = db.execute(
+                    "INSERT INTO images (name, split, image_path, source_mask_path, sha256, width, height, "
+                    "state, added_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (s.name, split, str(s.image.resolve()), str(s.mask.resolve()) if s.mask else None, sha,
+                     c.width, c.height, state, now, now))
+                if state == "labeled":
+                    self._insert_mask(cur.lastrowid, c.mask, "ground_truth", None, source=str(s.mask),
+                                      palette=palette)
+                    report.labeled += split == "pool"
+                report.added += 1
+            for old, c in late_masks:
+                db.execute("UPDATE images SET source_mask_path = ?, updated_at = ? WHERE id = ?",
+                           (str(c.sample.mask.resolve()), now, old.id))
+                if (n_init <= 0 or old.split == "val") and old.state == "unlabeled":
+                    self._insert_mask(old.id, c.mask, "ground_truth", None, source=str(c.sample.mask),
+                                      palette=palette)
+                    db.execute("UPDATE images SET state = 'labeled' WHERE id = ?", (old.id,))
+                    report.labeled += old.split == "pool"
+            for name, sha in changed_sha.items():
+                db.execute("UPDATE images SET sha256 = ?, updated_at = ? WHERE name = ?", (sha, now, name))
+            for name in report.disappeared:
+                db.execute("UPDATE images SET missing = 1, updated_at = ? WHERE name = ?", (now, name))
+            for name, (_, s) in found.items():
+                if name in existing and existing[name].missing:
+                    db.execute("UPDATE images SET missing = 0, image_path = ?, updated_at = ? WHERE name = ?",
+                               (str(s.image.resolve()), now, name))
+            self.log_event("sync", {"added": report.added, "labeled": report.labeled,
+                                    "disappeared": len(report.disappeared), "problems": len(report.problems)})
+        return report
+
+    def images(self, split: str | None = "pool", state: str | Iterable[str] | None = None,
+               include_missing: bool = False) -> list[ImageRecord]:
+        sql, args = "SELECT * FROM images WHERE 1=1", []
+        if split is not None:
+            sql += " AND split = ?"
+            args.append(split)
+        if state is not None:
+            states = [state] if isinstance(state, str) else list(state)
+            for s in states:
+                _check_state(s)
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            args += states
+        if not include_missing:
+            sql += " AND missing = 0"
+        return [_row_image(r) for r in self.db.execute(sql + " ORDER BY id", args)]
+
+    def image(self, image_id: int) -> ImageRecord:
+        row = self.db.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
+        if row is None:
+            raise WorkspaceError(f"{self.root}: no image with id {image_id}")
+        return _row_image(row)
+
+    def image_by_name(self, name: str) -> ImageRecord:
+        row = self.db.execute("SELECT * FROM images WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise WorkspaceError(f"{self.root}: no image named {name!r}")
+        return _row_image(row)
+
+    def count(self, split: str | None = "pool", state: str | None = None) -> int:
+        return len(self.images(split, state))
+
+    def set_state(self, image_ids: Iterable[int], state: str, reason: str = "") -> None:
+        """Move images to `state` in one transaction; an illegal move (e.g. labeled -> queued) is refused."""
+        _check_state(state)
+        ids = list(image_ids)
+        with self.transaction() as db:
+            for i in ids:
+                row = db.execute("SELECT name, state FROM images WHERE id = ?", (i,)).fetchone()
+                if row is None:
+                    raise WorkspaceError(f"no image with id {i} in {self.root}")
+                if row["state"] == state:
+                    continue
+                if state not in TRANSITIONS[row["state"]]:
+                    raise WorkspaceError(f"image {row['name']} is {row['state']}; it cannot become {state} "
+                                         f"(allowed: {', '.join(sorted(TRANSITIONS[row['state']]))})")
+                db.execute("UPDATE images SET state = ?, updated_at = ? WHERE id = ?", (state, time.time(), i))
+            self.log_event("state", {"ids": ids, "state": state, "reason": reason})
+
+    # -- masks -------------------------------------------------------------------------------------------
+
+    def _insert_mask(self, image_id: int, mask: np.ndarray, kind: str, round_: int | None, *, source: str,
+                     palette, changed_pixels: int | None = None, changed_regions: int | None = None) -> int:
+        hist = class_histogram(mask, self.config.num_classes).tolist()
+        cur = self.db.execute(
+            "INSERT INTO masks (image_id, kind, path, round, class_pixels, changed_pixels, changed_regions, "
+            "source, created_at) VALUES (?, ?, '', ?, ?, ?, ?, ?, ?)",
+            (image_id, kind, round_, json.dumps(hist), changed_pixels, changed_regions, source, time.time()))
+        mask_id = cur.lastrowid
+        # the id is part of the name, so a version is never overwritten
+        rel = f"masks/{image_id:06d}/{mask_id:07d}-{kind}.png"
+        write_mask(mask, self.root / rel, palette)
+        self.db.execute("UPDATE masks SET path = ? WHERE id = ?", (rel, mask_id))
+        return mask_id
+
+    def add_mask(self, image_id: int, mask: np.ndarray, kind: str, round_: int | None = None, *,
+                 source: str = "", mark_labeled: bool | None = None, changed_pixels: int | None = None,
+                 changed_regions: int | None = None) -> int:
+        """Store a new mask version (and, for ground_truth/human masks, mark the image labeled) atomically."""
+        if kind not in MASK_KINDS:
+            raise WorkspaceError(f"unknown mask kind {kind!r} (one of {', '.join(MASK_KINDS)})")
+        rec = self.image(image_id)
+        mask = np.asarray(mask)
+        if mask.shape != (rec.height, rec.width):
+            raise DataError(f"mask for image {rec.name} is {mask.shape[1]}x{mask.shape[0]}, the image is "
+                            f"{rec.width}x{rec.height}; masks must match their image's size")
+        bad = np.unique(mask[(mask >= self.config.num_classes) & (mask != IGNORE)])
+        if bad.size:
+            raise DataError(f"mask for image {rec.name} has class ids {bad.tolist()} outside 0.."
+                            f"{self.config.num_classes - 1} (255 = ignore)")
+        if mark_labeled is None:
+            mark_labeled = kind in ("ground_truth", "human")
+        with self.transaction():
+            mask_id = self._insert_mask(image_id, mask.astype(np.uint8), kind, round_, source=source,
+                                        palette=self.config.palette(), changed_pixels=changed_pixels,
+                                        changed_regions=changed_regions)
+            if mark_labeled and rec.state != "labeled":
+                if "labeled" not in TRANSITIONS[rec.state]:
+                    raise WorkspaceError(f"image {rec.name} is {rec.state}; it cannot become labeled")
+                self.db.execute("UPDATE images SET state = 'labeled', updated_at = ? WHERE id = ?",
+                                (time.time(), image_id))
+            self.log_event("mask", {"image": rec.name, "kind": kind, "mask_id": mask_id, "round": round_})
+        return mask_id
+
+    def masks(self, image_id: int, kind: str | None = None) -> list[MaskRecord]:
+        sql, args = "SELECT * FROM masks WHERE image_id = ?", [image_id]
+        if kind:
+            sql += " AND kind = ?"
+            args.append(kind)
+        return [_row_mask(r, self.root) for r in self.db.execute(sql + " ORDER BY id", args)]
+
+    def label_mask(self, image_id: int) -> MaskRecord | None:
+        """The image's current label: the newest ground_truth or human version (pseudo masks never count)."""
+        row = self.db.execute("SELECT * FROM masks WHERE image_id = ? AND kind IN ('ground_truth', 'human') "
+                              "ORDER BY id DESC LIMIT 1", (image_id,)).fetchone()
+        return _row_mask(row, self.root) if row else None
+
+    def read_label(self, image_id: int) -> np.ndarray:
+        rec = self.label_mask(image_id)
+        if rec is None:
+            raise WorkspaceError(f"image {self.image(image_id).name} has no label yet")
+        return read_mask(rec.path, self.config.num_classes)
+
+    def read_oracle(self, image_id: int) -> np.ndarray:
+        """The dataset's own mask for an image (what the simulated annotator hands back)."""
+        rec = self.image(image_id)
+        if rec.source_mask_path is None:
+            raise WorkspaceError(f"image {rec.name} has no mask in the source data: the simulated annotator "
+                                 "needs a dataset with masks for every pool image")
+        return read_mask(rec.source_mask_path, self.config.num_classes, self.config.dataset.ignore_index,
+                         self.config.palette())
+
+    def samples(self, split: str = "pool", state: str | None = None) -> list[Sample]:
+        """Image paths with their current label path (None for images without one), for datasets."""
+        rows = self.db.execute(
+            "SELECT i.name, i.image_path, ("
+            " SELECT m.path FROM masks m WHERE m.image_id = i.id AND m.kind IN ('ground_truth', 'human')"
+            " ORDER BY m.id DESC LIMIT 1) AS label "
+            "FROM images i WHERE i.split = ? AND i.missing = 0" + (" AND i.state = ?" if state else "") +
+            " ORDER BY i.id", (split, state) if state else (split,)).fetchall()
+        return [Sample(r["name"], Path(r["image_path"]), self.root / r["label"] if r["label"] else None)
+                for r in rows]
+
+    def labeled_samples(self) -> list[Sample]:
+        return [s for s in self.samples("pool", "labeled") if s.mask is not None]
+
+    def unlabeled_samples(self) -> list[Sample]:
+        return self.samples("pool", "unlabeled")
+
+    def val_samples(self) -> list[Sample]:
+        return [s for s in self.samples("val") if s.mask is not None]
+
+    def class_pixels(self, split: str = "pool") -> np.ndarray:
+        """Pixels per class over the current labels of labeled images."""
+        total = np.zeros(self.config.num_classes, dtype=np.int64)
+        rows = self.db.execute(
+            "SELECT m.class_pixels FROM masks m JOIN images i ON i.id = m.image_id "
+            "WHERE i.split = ? AND i.state = 'labeled' AND i.missing = 0 AND m.id = ("
+            " SELECT m2.id FROM masks m2 WHERE m2.image_id = i.id AND m2.kind IN ('ground_truth', 'human')"
+            " ORDER BY m2.id DESC LIMIT 1)", (split,))
+        for (hist,) in rows:
+            total += np.array(json.loads(hist), dtype=np.int64)
+        return total
+
+    # -- rounds ------------------------------------------------------------------------------------------
+
+    def current_round(self) -> int | None:
+        row = self.db.execute("SELECT MAX(round) FROM rounds").fetchone()
+        return row[0]
+
+    def round_info(self, round_: int) -> dict | None:
+        row = self.db.execute("SELECT * FROM rounds WHERE round = ?", (round_,)).fetchone()
+        if row is None:
+            return None
+        d = dict(row)
+        d["metrics"] = json.loads(d["metrics"]) if d["metrics"] else None
+        return d
+
+    def rounds(self) -> list[dict]:
+        return [self.round_info(r[0]) for r in self.db.execute("SELECT round FROM rounds ORDER BY round")]
+
+    def start_round(self, method: str) -> int:
+        with self.transaction() as db:
+            cur = self.current_round()
+            r = 0 if cur is None else cur + 1
+            db.execute("INSERT INTO rounds (round, status, method, labeled_count, started_at) "
+                       "VALUES (?, 'training', ?, ?, ?)", (r, method, self.count("pool", "labeled"), time.time()))
+            self.log_event("round_start", {"round": r, "method": method})
+        return r
+
+    def round_dir(self, round_: int) -> Path:
+        return self.root / "rounds" / f"{round_:03d}"
+
+    def finish_round_training(self, round_: int, checkpoint: Path, metrics: dict) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE rounds SET status = 'trained', checkpoint = ?, metrics = ?, finished_at = ? "
+                       "WHERE round = ?", (str(Path(checkpoint).resolve()), json.dumps(metrics), time.time(),
+                                           round_))
+            self.log_event("round_trained", {"round": round_, "mIoU": metrics.get("mIoU")})
+
+    def latest_model(self) -> tuple[int, Path]:
+        row = self.db.execute("SELECT round, checkpoint FROM rounds WHERE checkpoint IS NOT NULL "
+                              "ORDER BY round DESC LIMIT 1").fetchone()
+        if row is None:
+            raise WorkspaceError(f"{self.root}: no trained model yet; run 'annotassist train --workspace "
+                                 f"{self.root}' first")
+        return row["round"], Path(row["checkpoint"])
+
+    # -- scores and selections ---------------------------------------------------------------------------
+
+    def write_scores(self, round_: int, rows: list[tuple[int, str, float | None]],
+                     region_maps: list[tuple[int, str, np.ndarray]] = (),
+                     embeddings: list[tuple[int, np.ndarray]] = ()) -> None:
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?)",
+                           [(round_, i, n, None if v is None or not np.isfinite(v) else float(v))
+                            for i, n, v in rows])
+            db.executemany("INSERT OR REPLACE INTO region_maps VALUES (?, ?, ?, ?, ?, ?)",
+                           [(round_, i, n, m.shape[0], m.shape[1], m.astype(np.float16).tobytes())
+                            for i, n, m in region_maps])
+            db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
+                           [(round_, i, e.astype(np.float16).tobytes()) for i, e in embeddings])
+
+    def scores(self, round_: int, name: str | None = None) -> dict[int, dict[str, float | None]]:
+        sql, args = "SELECT image_id, name, value FROM scores WHERE round = ?", [round_]
+        if name:
+            sql += " AND name = ?"
+            args.append(name)
+        out: dict[int, dict[str, float | None]] = {}
+        for r in self.db.execute(sql, args):
+            out.setdefault(r["image_id"], {})[r["name"]] = r["value"]
+        return out
+
+    def region_map(self, round_: int, image_id: int, name: str) -> np.ndarray | None:
+        r = self.db.execute("SELECT height, width, data FROM region_maps WHERE round = ? AND image_id = ? "
+                            "AND name = ?", (round_, image_id, name)).fetchone()
+        if r is None:
+            return None
+        return np.frombuffer(r["data"], dtype=np.float16).reshape(r["height"], r["width"]).astype(np.float32)
+
+    def embeddings(self, round_: int) -> dict[int, np.ndarray]:
+        return {r["image_id"]: np.frombuffer(r["data"], dtype=np.float16).astype(np.float32)
+                for r in self.db.execute("SELECT image_id, data FROM embeddings WHERE round = ?", (round_,))}
+
+    def record_selection(self, round_: int, picks: list[tuple[int, float | None]], strategy: str) -> None:
+        """Store the picked images in rank order and queue them, in one transaction."""
+        with self.transaction() as db:
+            for rank, (image_id, score) in enumerate(picks):
+                state = db.execute("SELECT state FROM images WHERE id = ?", (image_id,)).fetchone()["state"]
+                if state != "unlabeled":
+                    raise WorkspaceError(f"image {image_id} is {state}; only unlabeled images can be selected")
+                db.execute("INSERT OR REPLACE INTO selections VALUES (?, ?, ?, ?, ?)",
+                           (round_, image_id, rank, strategy, score))
+                db.execute("UPDATE images SET state = 'queued', updated_at = ? WHERE id = ?",
+                           (time.time(), image_id))
+            db.execute("UPDATE rounds SET status = 'selected' WHERE round = ?", (round_,))
+            self.log_event("select", {"round": round_, "strategy": strategy, "count": len(picks)})
+
+    def selections(self, round_: int) -> list[tuple[int, int, str, float | None]]:
+        return [(r["image_id"], r["rank"], r["strategy"], r["score"]) for r in self.db.execute(
+            "SELECT * FROM selections WHERE round = ? ORDER BY rank", (round_,))]
+
+    # -- annotation tools --------------------------------------------------------------------------------
+
+    def set_sync_id(self, image_id: int, backend: str, external_id: str, project: str | None = None) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO sync VALUES (?, ?, ?, ?, ?)",
+                       (image_id, backend, str(external_id), project, time.time()))
+
+    def sync_id(self, image_id: int, backend: str) -> str | None:
+        r = self.db.execute("SELECT external_id FROM sync WHERE image_id = ? AND backend = ?",
+                            (image_id, backend)).fetchone()
+        return r[0] if r else None
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE takes the write lock up front; a nested call joins the outer transaction."""
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")
+
+
+def _problem(e: DataError) -> Problem:
+    """DataError messages start with the file they are about."""
+    file, _, message = str(e).partition(": ")
+    return Problem(file, message)
+
+
+def _check_state(state: str) -> None:
+    if state not in STATES:
+        raise WorkspaceError(f"unknown image state {state!r} (one of {', '.join(STATES)})")
