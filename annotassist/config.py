@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -146,7 +147,8 @@ class AcquireConfig:
     budget: int = 16
     # class weights from the labeled pool's class shares: exp = exp(-share) (Cai et al.), hwang = (6*share+1)^-2
     class_weight: Literal["exp", "hwang"] = "exp"
-    # image score of region scores: mean of the top-k regions
+    # region_relevance regions: 16x16 cells or SLIC superpixels; image score = mean of the top-k regions
+    regions: Literal["cells", "superpixels"] = "cells"
     topk_regions: int = 8
     superpixels: int = 150
     slic_compactness: float = 10.0
@@ -227,10 +229,15 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _check_value(value: Any, tp: Any, key: str, errors: list[str]) -> Any:
     """Return `value` converted to `tp`, or append an error naming `key`."""
     origin = get_origin(tp)
     if origin is Literal:
+        if isinstance(value, bool) and ("off" if not value else "on") in get_args(tp):
+            value = "off" if not value else "on"  # YAML 1.1 reads a bare off/on as false/true
         if value in get_args(tp) and type(value) is type(get_args(tp)[get_args(tp).index(value)]):
             return value
         errors.append(f"{key} must be {_type_name(tp)}, got {value!r}")
@@ -260,6 +267,8 @@ def _check_value(value: Any, tp: Any, key: str, errors: list[str]) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -375,9 +384,14 @@ def from_dict(data: dict, source: str = "<dict>", profile: str | None = None,
         raise ConfigError(f"{source}: the top level must be a mapping of sections (dataset:, model:, ...)")
     if profile:
         profiles = data.get("profiles") or {}
+        if not isinstance(profiles, dict):
+            raise ConfigError(f"{source}: profiles must be a mapping of profile names to settings")
         if profile not in profiles:
             known = ", ".join(profiles) or "none"
             raise ConfigError(f"{source}: no profile '{profile}' (profiles in this file: {known})")
+        if not isinstance(profiles[profile] or {}, dict):
+            raise ConfigError(f"{source}: profiles.{profile} must be a mapping of settings, "
+                              f"got {profiles[profile]!r}")
         data = _merge({k: v for k, v in data.items()}, profiles[profile] or {})
     for text in overrides or []:
         path, value = parse_override(text)

@@ -430,6 +430,9 @@ class Workspace:
         if mask.shape != (rec.height, rec.width):
             raise DataError(f"mask for image {rec.name} is {mask.shape[1]}x{mask.shape[0]}, the image is "
                             f"{rec.width}x{rec.height}; masks must match their image's size")
+        if not np.issubdtype(mask.dtype, np.integer) or (mask.size and mask.min() < 0):
+            raise DataError(f"mask for image {rec.name} must hold class ids 0..{self.config.num_classes - 1} "
+                            f"(255 = ignore) as non-negative integers, got dtype {mask.dtype}")
         bad = np.unique(mask[(mask >= self.config.num_classes) & (mask != IGNORE)])
         if bad.size:
             raise DataError(f"mask for image {rec.name} has class ids {bad.tolist()} outside 0.."
@@ -592,7 +595,10 @@ class Workspace:
         """Store the picked images in rank order and queue them, in one transaction."""
         with self.transaction() as db:
             for rank, (image_id, score) in enumerate(picks):
-                state = db.execute("SELECT state FROM images WHERE id = ?", (image_id,)).fetchone()["state"]
+                row = db.execute("SELECT state FROM images WHERE id = ?", (image_id,)).fetchone()
+                if row is None:
+                    raise WorkspaceError(f"no image with id {image_id} in {self.root}")
+                state = row["state"]
                 if state != "unlabeled":
                     raise WorkspaceError(f"image {image_id} is {state}; only unlabeled images can be selected")
                 db.execute("INSERT OR REPLACE INTO selections VALUES (?, ?, ?, ?, ?)",

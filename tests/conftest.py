@@ -1,0 +1,98 @@
+"""Shared fixtures: a small generated dataset, config helpers, a real CamVid workspace."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from annotassist.config import from_dict, load_config
+from annotassist.data.synthetic import CLASSES, generate
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "configs"
+CAMVID = Path("/work/shared/data/camvid")
+CAMVID_CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car",
+                  "pedestrian", "bicyclist"]
+
+needs_camvid = pytest.mark.skipif(not (CAMVID / "train.txt").is_file(), reason="CamVid not at " + str(CAMVID))
+
+
+def list_config_dict(root: str | Path = "", initial_labeled: int = 0, seed: int = 0, **dataset) -> dict:
+    """A minimal list-layout config for the synthetic classes."""
+    d = {"name": "synth", "layout": "list", "root": str(root), "pool": "train.txt", "val": "val.txt",
+         "classes": list(CLASSES), "ignore_index": 255}
+    d.update(dataset)
+    return {"dataset": d, "pool": {"initial_labeled": initial_labeled, "seed": seed}}
+
+
+def make_config(overrides: list[str] | None = None, profile: str | None = None, **kw):
+    """`from_dict` on `list_config_dict(**kw)` with `--set`-style overrides."""
+    return from_dict(list_config_dict(**kw), source="<test>", profile=profile, overrides=overrides)
+
+
+def config_from_file(name: str, overrides: list[str] | None = None, profile: str | None = None):
+    """Load configs/<name>.yaml (or any path) with `--set`-style overrides."""
+    path = Path(name)
+    if not path.is_file():
+        path = CONFIGS / (name if name.endswith(".yaml") else f"{name}.yaml")
+    return load_config(path, profile=profile, overrides=overrides)
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def save_png(arr: np.ndarray, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """24 pool + 8 val generated images of 64x64 (read-only: copy it with `synth_copy` to change it)."""
+    out = tmp_path_factory.mktemp("synth")
+    generate(out, num_pool=24, num_val=8, size=64, seed=0, progress=False)
+    return out
+
+
+@pytest.fixture
+def synth_copy(synth_dir, tmp_path) -> Path:
+    """A private, writable copy of the small synthetic set."""
+    dst = tmp_path / "data"
+    shutil.copytree(synth_dir, dst)
+    return dst
+
+
+@pytest.fixture
+def synth_ws(synth_copy, tmp_path):
+    """A synced workspace on a private copy of the small set: 4 of 24 pool images labeled."""
+    from annotassist.workspace import Workspace
+
+    cfg = make_config(initial_labeled=4)
+    ws = Workspace.create(tmp_path / "ws", cfg, synth_copy)
+    report = ws.sync_from_source(progress=False)
+    assert report.problems == []
+    yield ws
+    ws.close()
+
+
+@pytest.fixture(scope="session")
+def camvid_ws(tmp_path_factory):
+    """A workspace on the real CamVid set with configs/camvid.yaml (seed 0, 16 labeled). Do not modify."""
+    if not (CAMVID / "train.txt").is_file():
+        pytest.skip("CamVid not available")
+    from annotassist.workspace import Workspace
+
+    cfg = config_from_file("camvid")
+    root = tmp_path_factory.mktemp("camvid_ws") / "ws"
+    ws = Workspace.create(root, cfg, CAMVID)
+    report = ws.sync_from_source(progress=False)
+    ws.sync_report = report
+    yield ws
+    ws.close()
