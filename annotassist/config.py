@@ -117,13 +117,18 @@ class DSSNConfig:
     ema_warmup_epochs: int = 0
     # strong-view CE switched off for this many epochs (Cityscapes: 5)
     strong_warmup_epochs: int = 0
-    # mse = the released z-scored-logit MSE; infonce = the paper's pixel contrast of positive pairs
-    align: Literal["mse", "infonce"] = "mse"
+    # mse = the released z-scored-logit MSE; infonce = the paper's pixel contrast of positive pairs;
+    # none = no alignment terms (ablation)
+    align: Literal["mse", "infonce", "none"] = "mse"
     infonce_temperature: float = 0.5
     infonce_pixels: int = 1024
     # voc: 0.5*(Lx + 0.25*(Ls1+Ls2+Lfp+LFp) + 0.01*(MSEs+MSEfp)); cityscapes: 0.5*(...) + 0.005*(...)
     weighting: Literal["voc", "cityscapes"] = "voc"
     cutmix_p: float = 0.5
+    # strong views: ColorJitter(brightness, contrast, saturation, hue) with p=0.8, grayscale, Gaussian blur
+    color_jitter: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5, 0.25])
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
     # 1-3 random intensity ops on the strong views (the VOC recipe)
     intensity_ops: bool = True
 
@@ -339,6 +344,8 @@ def _validate_semantics(cfg: Config, errors: list[str]) -> None:
         errors.append("dssn.peak_gate must be in [0, 1]")
     if not (0 <= s.ema_decay < 1):
         errors.append("dssn.ema_decay must be in [0, 1)")
+    if len(s.color_jitter) != 4 or any(v < 0 for v in s.color_jitter) or s.color_jitter[3] > 0.5:
+        errors.append("dssn.color_jitter must be [brightness, contrast, saturation, hue] >= 0, hue <= 0.5")
     if not (0 <= cfg.model.fp_dropout < 1):
         errors.append("model.fp_dropout must be in [0, 1)")
     if cfg.acquire.budget < 1:

@@ -14,7 +14,8 @@ from annotassist.data.synthetic import CLASSES, generate
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
-CAMVID = Path("/work/shared/data/camvid")
+# the shared data folder sits beside the checkout (CI clones beside it too)
+CAMVID = REPO.parent / "shared" / "data" / "camvid"
 CAMVID_CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car",
                   "pedestrian", "bicyclist"]
 

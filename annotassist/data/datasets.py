@@ -1,0 +1,122 @@
+"""torch Datasets for training, evaluation and scoring.
+
+`SemiDataset` serves one item per unlabeled image per epoch (an epoch is one pass over the unlabeled set, as
+in the published code): the unlabeled image's weak and two strong views, a labeled image (the labeled list
+repeated and reshuffled to that length), and a second unlabeled image as CutMix partner. Without unlabeled
+images (the supervised method) it serves labeled crops only.
+
+Every item's randomness is seeded by (seed, epoch, index), so what a step sees does not depend on the number
+of workers, on sharding across ranks, or on where a resumed run starts.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .layouts import Sample
+from .masks import IGNORE, read_image, read_mask
+from .transforms import StrongAug, cutmix_box, resize_pair, strong_view, to_float, to_tensors, weak_view
+
+
+def sample_seed(seed: int, epoch: int, index: int, stream: int = 0) -> int:
+    return int(np.random.SeedSequence([seed, epoch, index, stream]).generate_state(1)[0])
+
+
+def _permutation(n: int, seed: int, epoch: int, stream: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch, stream]).permutation(n)
+
+
+class SemiDataset(Dataset):
+    def __init__(self, labeled: list[Sample], unlabeled: list[Sample], num_classes: int, crop_size: int,
+                 scale_range=(0.5, 2.0), image_scale: float = 1.0, seed: int = 0, strong: StrongAug = StrongAug(),
+                 cutmix_p: float = 0.5, length: int | None = None, ignore_index: int = IGNORE):
+        if not labeled:
+            raise ValueError("SemiDataset needs at least one labeled image")
+        self.labeled, self.unlabeled = labeled, unlabeled
+        self.num_classes, self.crop = num_classes, crop_size
+        self.scale_range, self.image_scale = tuple(scale_range), image_scale
+        self.seed, self.strong, self.cutmix_p = seed, strong, cutmix_p
+        self.ignore_index = ignore_index  # the dataset's own "not labeled" value (CamVid: 11), read as 255
+        self.length = length or max(len(unlabeled), len(labeled))
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _load(self, s: Sample, with_mask: bool):
+        image = read_image(s.image)
+        mask = read_mask(s.mask, self.num_classes, self.ignore_index) if with_mask else \
+            np.zeros((image.height, image.width), dtype=np.uint8)
+        img, m = to_tensors(image, mask)
+        return resize_pair(img, m, self.image_scale)
+
+    def _labeled_index(self, k: int) -> int:
+        n = len(self.labeled)
+        rep = k // n  # a fresh shuffle for every repetition of the labeled list
+        return int(_permutation(n, self.seed, self.epoch * 1000 + rep, 1)[k % n])
+
+    def __getitem__(self, k: int) -> dict:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, self.epoch, k))
+            item = {}
+            img, mask = self._load(self.labeled[self._labeled_index(k)], with_mask=True)
+            x, y = weak_view(img, mask, self.crop, self.scale_range)
+            item["x"], item["y"] = to_float(x), y[0].long()
+            if self.unlabeled:
+                u = k % len(self.unlabeled)
+                item.update(self._unlabeled_views(self.unlabeled[u], prefix="u"))
+                partner = int(_permutation(len(self.unlabeled), self.seed, self.epoch, 2)[u])
+                item.update(self._unlabeled_views(self.unlabeled[partner], prefix="mix"))
+                item["box1"] = cutmix_box(self.crop, self.cutmix_p)
+                item["box2"] = cutmix_box(self.crop, self.cutmix_p)
+                item["index"] = torch.tensor(u)
+            return item
+
+    def _unlabeled_views(self, s: Sample, prefix: str) -> dict:
+        img, pad = self._load(s, with_mask=False)
+        w, valid = weak_view(img, pad, self.crop, self.scale_range)
+        return {f"{prefix}_w": to_float(w),
+                f"{prefix}_s1": to_float(strong_view(w, self.strong)),
+                f"{prefix}_s2": to_float(strong_view(w, self.strong)),
+                # padding added by the crop is not image: it is excluded from every unlabeled loss
+                f"{prefix}_valid": valid[0] != IGNORE}
+
+
+class EvalDataset(Dataset):
+    """Whole images (rescaled by image_scale) with their masks, for mIoU."""
+
+    def __init__(self, samples: list[Sample], num_classes: int, image_scale: float = 1.0,
+                 ignore_index: int = IGNORE):
+        self.samples, self.num_classes, self.image_scale = samples, num_classes, image_scale
+        self.ignore_index = ignore_index
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        s = self.samples[i]
+        img, mask = to_tensors(read_image(s.image), read_mask(s.mask, self.num_classes, self.ignore_index))
+        img, mask = resize_pair(img, mask, self.image_scale)
+        return to_float(img), mask[0].long()
+
+
+class ImageDataset(Dataset):
+    """Images only (with their pool ids), for scoring and prediction."""
+
+    def __init__(self, items: list[tuple[int, Path]], image_scale: float = 1.0):
+        self.items, self.image_scale = items, image_scale
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        image_id, path = self.items[i]
+        img, _ = to_tensors(read_image(path))
+        img, _ = resize_pair(img, None, self.image_scale)
+        return image_id, to_float(img)

@@ -1,0 +1,22 @@
+"""The supervised baseline: the same network on labeled images only (published: double batch)."""
+from __future__ import annotations
+
+from torch import nn
+
+from .common import StepContext, StepOutput
+
+NEEDS_UNLABELED = False
+
+
+def init_state(model: nn.Module, cfg) -> dict[str, nn.Module]:
+    return {}
+
+
+def training_step(model: nn.Module, extra: dict, batch: dict, ctx: StepContext) -> StepOutput:
+    pred_x = model(batch["x"])
+    loss_x = ctx.criterion(pred_x, batch["y"])
+    return StepOutput(loss_x, {"loss_x": loss_x}, {}, [pred_x.detach()])
+
+
+def after_step(model: nn.Module, extra: dict, ctx: StepContext) -> None:
+    pass
