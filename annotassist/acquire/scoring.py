@@ -1,0 +1,211 @@
+"""The scoring pass: run the round's model over the pool once and store every score an image needs.
+
+Streams: one batch of probability maps at a time, written to the workspace as soon as it is scored, so memory
+stays flat however large the pool. Resumable: images that already have every requested score (and an
+embedding) for this round are skipped. Shardable: under torchrun each rank scores every world-th batch and
+writes a shard file; rank 0, the pool's only writer, folds them in.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from ..data.datasets import ImageDataset
+from ..errors import AnnotassistError
+from ..train import distributed as dist_utils
+from ..train.checkpoint import load_model
+from .scores import SCORES, ScoreInput, class_weights
+
+MODEL_FREE = {"random"}  # scores that need no forward pass
+
+
+@dataclass
+class ScoringReport:
+    round: int
+    scored: int = 0
+    embedded: int = 0
+    skipped: int = 0
+    nan: dict[str, list[str]] = field(default_factory=dict)  # score name -> image names with a NaN score
+    seconds: float = 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        return (self.scored + self.embedded) / self.seconds if self.seconds > 0 else 0.0
+
+
+class SizeBatches(Sampler[list[int]]):
+    """Batches of images of the same size (stacked without padding); rank r takes every world-th batch."""
+
+    def __init__(self, sizes: list[tuple[int, int]], batch_size: int, rank: int = 0, world: int = 1):
+        groups = defaultdict(list)
+        for i, s in enumerate(sizes):
+            groups[s].append(i)
+        batches = [idx[k: k + batch_size] for idx in groups.values() for k in range(0, len(idx), batch_size)]
+        self.batches = batches[rank::world]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _encode(a: np.ndarray) -> dict:
+    a = np.asarray(a, dtype=np.float16)
+    return {"shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode()}
+
+
+def _decode(d: dict) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(d["data"]), dtype=np.float16).reshape(d["shape"]).astype(np.float32)
+
+
+def _pending(ws, round_: int, names: list[str]) -> tuple[list, list, int]:
+    """(unlabeled records to score, labeled records to embed, how many were already done)."""
+    have = ws.scores(round_)
+    emb = set(ws.db.execute("SELECT image_id FROM embeddings WHERE round = ?", (round_,)).fetchall())
+    emb = {r[0] for r in emb}
+    to_score, to_embed, done = [], [], 0
+    for rec in ws.images("pool", state="unlabeled"):
+        if rec.id in emb and all(n in have.get(rec.id, {}) for n in names):
+            done += 1
+        else:
+            to_score.append(rec)
+    for rec in ws.images("pool", state="labeled"):
+        if rec.id in emb:
+            done += 1
+        else:
+            to_embed.append(rec)
+    return to_score, to_embed, done
+
+
+def score_pool(ws, cfg, names: list[str], *, round_: int | None = None, device: str | None = None,
+               batch_size: int | None = None, num_workers: int | None = None, progress: bool = True,
+               limit_batches: int | None = None) -> ScoringReport:
+    """Score the unlabeled pool (and embed the labeled images) with the round's model."""
+    unknown = [n for n in names if n not in SCORES]
+    if unknown:
+        raise AnnotassistError(f"unknown score(s) {', '.join(unknown)} (known: {', '.join(sorted(SCORES))})")
+    if round_ is None:
+        round_, model_path = ws.latest_model()
+    else:
+        info = ws.round_info(round_)
+        if info is None or not info["checkpoint"]:
+            raise AnnotassistError(f"round {round_} of {ws.root} has no trained model; run 'annotassist train "
+                                   f"--workspace {ws.root}'")
+        model_path = Path(info["checkpoint"])
+    dinfo = dist_utils.setup(device)
+    dev = dinfo.device
+    report = ScoringReport(round_)
+    if dinfo.is_main:
+        _fold_shards(ws, round_)  # results a killed multi-process pass left behind
+    dist_utils.barrier()
+    if set(names) <= MODEL_FREE:
+        # nothing to run the model for (random): score every unlabeled image directly
+        t0 = time.time()
+        if dinfo.is_main:
+            recs = ws.images("pool", state="unlabeled")
+            ws.write_scores(round_, [(r.id, n, SCORES[n](ScoreInput(None, None, cfg, None, None, None, r.id,
+                                                                     round_)).value) for r in recs for n in names])
+            report.scored = len(recs)
+        report.seconds = time.time() - t0
+        return report
+    to_score, to_embed, report.skipped = _pending(ws, round_, names)
+    dist_utils.barrier()  # every rank shards the same list: nobody writes before all have read it
+    if not to_score and not to_embed:
+        return report
+    model, disc = load_model(model_path, cfg, dev)
+    needs_disc = "region_relevance" in names
+    if needs_disc and disc is None:
+        print("note: this model has no region-relevance discriminator (region.enabled: false); "
+              "region_relevance is NaN for every image")
+    amp = dev.type == "cuda" and cfg.train.amp != "off"
+    pixels = ws.class_pixels("pool").astype(np.float64)
+    shares = pixels / pixels.sum() if pixels.sum() > 0 else np.zeros_like(pixels)
+    weights = torch.tensor(class_weights(shares, cfg.acquire.class_weight), dtype=torch.float32, device=dev)
+    shares_t = torch.tensor(shares, dtype=torch.float32, device=dev)
+
+    records = to_score + to_embed
+    n_score = len(to_score)
+    scale = cfg.train.image_scale
+    sizes = [(max(1, round(r.height * scale)), max(1, round(r.width * scale))) for r in records]
+    bs = batch_size or cfg.acquire.batch_size
+    sampler = SizeBatches(sizes, bs, dinfo.rank, dinfo.world_size)
+    ds = ImageDataset([(k, r.image_path) for k, r in enumerate(records)], scale)
+    workers = cfg.acquire.num_workers if num_workers is None else num_workers
+    loader = DataLoader(ds, batch_sampler=sampler, num_workers=workers, pin_memory=dev.type == "cuda",
+                        prefetch_factor=4 if workers else None)
+    shard_file = ws.round_dir(round_) / f"scores-rank{dinfo.rank}.jsonl"
+    shard = None
+    if not dinfo.is_main:
+        shard_file.parent.mkdir(parents=True, exist_ok=True)
+        shard = open(shard_file, "a")
+    t0 = time.time()
+    nan: dict[str, list[str]] = defaultdict(list)
+    bar = tqdm(total=len(sampler), desc=f"scoring round {round_}", unit="batch",
+               disable=not (progress and dinfo.is_main), dynamic_ncols=True)
+    for nb, (index, images) in enumerate(loader):
+        if limit_batches is not None and nb >= limit_batches:
+            break  # stop early, as a killed process would (for tests of resuming)
+        images = images.to(dev, non_blocking=True)
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            logits, emb = model.predict(images)
+            probs = logits.float().softmax(dim=1)
+            rel = disc.reliability(probs, images)[:, 0] if (needs_disc and disc is not None) else None
+        rows, maps, embs = [], [], []
+        for j, k in enumerate(index.tolist()):
+            rec = records[k]
+            embs.append((rec.id, emb[j].float().cpu().numpy()))
+            if k >= n_score:
+                report.embedded += 1
+                continue
+            x = ScoreInput(probs[j], images[j], cfg, weights, shares_t,
+                           rel[j].float() if rel is not None else None, rec.id, round_)
+            for name in names:
+                with torch.inference_mode():
+                    res = SCORES[name](x)
+                rows.append((rec.id, name, res.value))
+                if not np.isfinite(res.value):
+                    nan[name].append(rec.name)
+                if res.region_map is not None:
+                    maps.append((rec.id, name, res.region_map))
+            report.scored += 1
+        if dinfo.is_main:
+            ws.write_scores(round_, rows, maps, embs)
+        else:
+            shard.write(json.dumps({"rows": rows, "maps": [(i, n, _encode(m)) for i, n, m in maps],
+                                    "embs": [(i, _encode(e)) for i, e in embs]}) + "\n")
+            shard.flush()
+        bar.update(1)
+    bar.close()
+    if shard:
+        shard.close()
+    dist_utils.barrier()
+    if dinfo.is_main and dinfo.world_size > 1:
+        _fold_shards(ws, round_)
+    report.seconds = time.time() - t0
+    report.nan = dict(nan)
+    return report
+
+
+def _fold_shards(ws, round_: int) -> None:
+    """Rank 0 writes the other ranks' results into the pool, then deletes their shard files."""
+    for f in sorted(ws.round_dir(round_).glob("scores-rank*.jsonl")):
+        for line in f.read_text().splitlines():
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a killed process: those images are rescored next time
+            ws.write_scores(round_, [tuple(r) for r in d["rows"]],
+                            [(i, n, _decode(m)) for i, n, m in d["maps"]],
+                            [(i, _decode(e)) for i, e in d["embs"]])
+        os.unlink(f)

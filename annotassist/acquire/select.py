@@ -1,0 +1,44 @@
+"""Pick the next images to label from a round's stored scores, and queue them in the workspace."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import AnnotassistError
+from .strategies import Candidates, resolve
+
+
+@dataclass
+class Selection:
+    round: int
+    strategy: str
+    picks: list[tuple[int, float | None]]  # (image id, score) in pick order
+    message: str = ""
+
+
+def select_next(ws, cfg, strategy: str | None = None, budget: int | None = None,
+                round_: int | None = None) -> Selection:
+    strategy = strategy or cfg.acquire.strategy
+    budget = cfg.acquire.budget if budget is None else budget
+    if budget < 1:
+        raise AnnotassistError(f"budget must be at least 1, got {budget}")
+    fn, needs = resolve(strategy)
+    if round_ is None:
+        round_, _ = ws.latest_model()
+    candidates = ws.images("pool", state="unlabeled")
+    if not candidates:
+        return Selection(round_, strategy, [], "nothing left to label: every pool image is labeled or queued")
+    message = ""
+    if budget > len(candidates):
+        message = f"budget {budget} is more than the {len(candidates)} unlabeled images: taking them all"
+        budget = len(candidates)
+    scores = ws.scores(round_)
+    missing = [c.name for c in candidates if not all(n in scores.get(c.id, {}) for n in needs)]
+    if missing:
+        raise AnnotassistError(f"{len(missing)} unlabeled images have no {'/'.join(needs)} score for round "
+                               f"{round_} (e.g. {missing[0]}); run 'annotassist score --workspace {ws.root} "
+                               f"--strategy {strategy}' first")
+    labeled = [r.id for r in ws.images("pool", state="labeled")]
+    cand = Candidates([c.id for c in candidates], scores, ws.embeddings(round_), labeled)
+    picks = fn(cand, budget, cfg)
+    ws.record_selection(round_, picks, strategy)
+    return Selection(round_, strategy, picks, message)

@@ -1,0 +1,219 @@
+"""The scoring pass, selection and the simulated annotator on a real (tiny) trained workspace."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from annotassist.acquire.scoring import score_pool
+from annotassist.acquire.select import select_next
+from annotassist.annotate.simulated import annotate_queue, correction_cost
+from annotassist.errors import AnnotassistError
+from annotassist.train.checkpoint import load_model
+from annotassist.train.run import train_workspace
+from annotassist.workspace import Workspace
+
+from conftest import REPO, make_config
+
+TINY = ["model.backbone=efficientnet_lite0", "model.weights=none", "train.crop_size=64", "train.batch_size=2",
+        "train.num_workers=0", "train.max_iters=2", "train.eval_every=0", "acquire.num_workers=0",
+        "acquire.batch_size=4", "acquire.budget=3"]
+
+
+@pytest.fixture(scope="module")
+def trained(synth_dir, tmp_path_factory):
+    """A workspace (4 of 24 pool images labeled) with one trained round, copied fresh for each test."""
+    root = tmp_path_factory.mktemp("trained")
+    cfg = make_config(TINY, initial_labeled=4)
+    ws = Workspace.create(root / "ws", cfg, synth_dir)
+    ws.sync_from_source(progress=False)
+    train_workspace(ws, ws.config, progress=False)
+    ws.close()
+    return root / "ws"
+
+
+@pytest.fixture
+def ws(trained, tmp_path):
+    shutil.copytree(trained, tmp_path / "ws")
+    w = Workspace(tmp_path / "ws")
+    yield w
+    w.close()
+
+
+def test_scoring_pass_stores_scores_maps_and_embeddings(ws):
+    names = ["class_aware", "region_relevance", "entropy", "margin", "classbal", "ripu", "random"]
+    report = score_pool(ws, ws.config, names, progress=False)
+    unlabeled = ws.images("pool", state="unlabeled")
+    labeled = ws.images("pool", state="labeled")
+    assert report.scored == len(unlabeled) == 20 and report.embedded == len(labeled) == 4
+    scores = ws.scores(0)
+    assert set(scores) == {r.id for r in unlabeled}
+    for r in unlabeled:
+        assert set(scores[r.id]) == set(names)
+        assert all(np.isfinite(v) for v in scores[r.id].values())
+    emb = ws.embeddings(0)
+    assert set(emb) == {r.id for r in unlabeled + labeled} and len(next(iter(emb.values()))) == 320
+    m = ws.region_map(0, unlabeled[0].id, "region_relevance")
+    assert m.shape == (4, 4) and ((0 <= m) & (m <= 1)).all()
+    assert ws.region_map(0, unlabeled[0].id, "class_aware").shape == (4, 4)
+    again = score_pool(ws, ws.config, names, progress=False)
+    assert again.scored == 0 and again.skipped == 24  # nothing is scored twice
+
+
+def test_interrupted_scoring_resumes_without_rescoring(ws):
+    first = score_pool(ws, ws.config, ["entropy"], batch_size=4, limit_batches=2, progress=False)
+    assert 0 < first.scored + first.embedded <= 8
+    done = set(ws.scores(0))
+    second = score_pool(ws, ws.config, ["entropy"], batch_size=4, progress=False)
+    assert second.skipped == first.scored + first.embedded
+    assert second.scored + len(done) == 20
+    assert set(ws.scores(0)) == {r.id for r in ws.images("pool", state="unlabeled")}
+
+
+def test_scoring_without_a_model_says_which_command_to_run(synth_ws):
+    with pytest.raises(AnnotassistError, match="annotassist train --workspace"):
+        score_pool(synth_ws, synth_ws.config, ["entropy"], progress=False)
+
+
+def test_select_queues_the_top_images_and_records_them(ws):
+    score_pool(ws, ws.config, ["entropy"], progress=False)
+    sel = select_next(ws, ws.config, "entropy", 3)
+    scores = ws.scores(0, "entropy")
+    expected = sorted(scores, key=lambda i: -scores[i]["entropy"])[:3]
+    assert [i for i, _ in sel.picks] == expected
+    assert {r.id for r in ws.images("pool", state="queued")} == set(expected)
+    assert [s[0] for s in ws.selections(0)] == expected
+
+
+def test_select_needs_scores_first(ws):
+    with pytest.raises(AnnotassistError, match="annotassist score"):
+        select_next(ws, ws.config, "dssn", 3)
+
+
+def test_budget_larger_than_pool_and_empty_pool(ws):
+    score_pool(ws, ws.config, ["random"], progress=False)
+    sel = select_next(ws, ws.config, "random", 100)
+    assert len(sel.picks) == 20 and "taking them all" in sel.message
+    sel = select_next(ws, ws.config, "random", 5)
+    assert sel.picks == [] and "nothing left to label" in sel.message
+
+
+def test_nan_scores_are_reported_and_ranked_last(ws):
+    cfg = ws.config
+    cfg.region.enabled = False  # a round trained without the discriminator -> region_relevance is NaN
+    round_, _ = train_workspace(ws, cfg, progress=False)
+    assert round_ == 1 and torch.load(ws.latest_model()[1], weights_only=False)["discriminator"] is None
+    report = score_pool(ws, cfg, ["region_relevance"], progress=False)
+    assert len(report.nan["region_relevance"]) == 20
+    picks = select_next(ws, cfg, "region_relevance", 2).picks
+    assert len(picks) == 2 and all(v is None for _, v in picks)
+
+
+def test_dssn_selection_end_to_end(ws):
+    score_pool(ws, ws.config, ["class_aware", "region_relevance"], progress=False)
+    sel = select_next(ws, ws.config, "dssn", 3)
+    assert len({i for i, _ in sel.picks}) == 3
+
+
+def test_simulated_annotator_records_the_correction_cost(ws):
+    score_pool(ws, ws.config, ["random"], progress=False)
+    sel = select_next(ws, ws.config, "random", 2)
+    model, _ = load_model(ws.latest_model()[1], ws.config)
+    out = annotate_queue(ws, ws.config, model, torch.device("cpu"), 0)
+    assert {c.image_id for c in out} == {i for i, _ in sel.picks}
+    for c in out:
+        assert ws.image(c.image_id).state == "labeled"
+        pseudo = ws.masks(c.image_id, "pseudo")[-1]
+        human = ws.masks(c.image_id, "human")[-1]
+        from annotassist.data.masks import read_mask
+        pre = read_mask(pseudo.path, 6)
+        truth = ws.read_oracle(c.image_id)
+        assert np.array_equal(ws.read_label(c.image_id), truth)
+        assert human.changed_pixels == c.changed_pixels == int(((pre != truth) & (truth != 255)).sum())
+        assert human.changed_regions == c.changed_regions
+        assert pre.shape == truth.shape == (64, 64)
+
+
+def test_correction_cost_counts_pixels_and_regions():
+    truth = np.zeros((10, 10), np.uint8)
+    pre = truth.copy()
+    pre[0:2, 0:2] = 1  # one blob of 4 wrong pixels
+    pre[7, 7] = 2  # another region
+    truth[9, 9] = 255  # ignore pixels never count
+    pre[9, 9] = 3
+    assert correction_cost(pre, truth) == (5, 2)
+    assert correction_cost(truth, truth) == (0, 0)
+
+
+def test_short_simulate_run(synth_dir, tmp_path):
+    from annotassist.simulate import SimulationPlan, simulate
+
+    cfg = make_config(TINY + ["train.max_iters=1"], initial_labeled=4)
+    plan = SimulationPlan(strategies=["random", "dssn"], init=4, budget=3, rounds=2, seeds=1, full=True)
+    result = simulate(cfg, plan, tmp_path / "sim", synth_dir, log=lambda *a: None)
+    rows = result["rows"]
+    assert [(r["strategy"], r["round"], r["labeled"]) for r in rows] == [
+        ("random", 0, 4), ("random", 1, 7), ("random", 2, 10), ("dssn", 0, 4), ("dssn", 1, 7), ("dssn", 2, 10)]
+    assert rows[0]["mIoU"] == rows[3]["mIoU"]  # round 0 is shared by every strategy
+    assert rows[2]["pixels_corrected"] > rows[1]["pixels_corrected"] > 0
+    assert result["full_mIoU"] is not None
+    out = tmp_path / "sim"
+    for f in ("results.csv", "results.json", "learning_curve.png", "summary.md"):
+        assert (out / f).is_file(), f
+    assert (out / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = {s["strategy"]: s for s in result["summary"]}
+    assert set(summary) == {"random", "dssn"} and summary["random"]["auc_vs_random"] == 0.0
+    assert "share_of_full_at_10pct" in summary["dssn"]
+    assert "AUC mIoU" in (out / "summary.md").read_text()
+    # the two strategies labeled different images in their own workspaces
+    a = Workspace(out / "seed0" / "random")
+    b = Workspace(out / "seed0" / "dssn")
+    assert a.count("pool", "labeled") == b.count("pool", "labeled") == 10
+    a.close(), b.close()
+
+
+def test_cli_score_and_select(trained, tmp_path):
+    shutil.copytree(trained, tmp_path / "ws")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "annotassist", *a], cwd=REPO, capture_output=True,
+                                    text=True, timeout=300)
+    r = run("score", "--workspace", str(tmp_path / "ws"), "--strategy", "dssn")
+    assert r.returncode == 0, r.stderr
+    assert "scored 20 unlabeled images" in r.stdout
+    r = run("select", "--workspace", str(tmp_path / "ws"), "--strategy", "dssn", "--budget", "2")
+    assert r.returncode == 0, r.stderr
+    assert "queued 2 images" in r.stdout
+    r = run("status", "--workspace", str(tmp_path / "ws"))
+    assert "queued" in r.stdout
+
+
+@pytest.mark.distributed
+def test_torchrun_sharded_scoring_matches_one_process(trained, tmp_path):
+    """2 ranks each score half of the pool; rank 0 folds the other's shard into the pool."""
+    import os
+
+    for name in ("one", "two"):
+        shutil.copytree(trained, tmp_path / name)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["score", "--scores", "class_aware,region_relevance,entropy", "--batch-size", "4"]
+    r = subprocess.run([sys.executable, "-m", "annotassist", *args, "--workspace", str(tmp_path / "one")],
+                       cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    r = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "annotassist", *args,
+                        "--workspace", str(tmp_path / "two")], cwd=REPO, capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = Workspace(tmp_path / "one"), Workspace(tmp_path / "two")
+    sa, sb = a.scores(0), b.scores(0)
+    assert set(sa) == set(sb) and len(sa) == 20
+    for i in sa:
+        for n in sa[i]:
+            assert sb[i][n] == pytest.approx(sa[i][n], rel=1e-4, abs=1e-6), (i, n)
+    assert set(a.embeddings(0)) == set(b.embeddings(0))
+    assert not list((tmp_path / "two" / "rounds").rglob("scores-rank*.jsonl"))  # shards folded and removed
+    a.close(), b.close()
