@@ -107,12 +107,141 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def _workspace_config(ws, args):
+    """The workspace's stored config, with --profile / --set applied."""
+    from .config import load_config
+    return load_config(ws.root / "config.yaml", profile=args.profile, overrides=args.set)
+
+
+def _print_metrics(metrics: dict, classes: list[str]) -> None:
+    from .report import table
+
+    print(f"mIoU {metrics.get('mIoU', 0) * 100:.2f}  (pixel accuracy {metrics.get('pixel_acc', 0) * 100:.2f}, "
+          f"{metrics.get('steps')} steps, {metrics.get('seconds', 0):.0f} s)")
+    per = metrics.get("per_class_iou") or {}
+    print(table(["class", "IoU"], [[c, per.get(c)] for c in classes]))
+
+
+def cmd_train(args) -> int:
+    from .train import distributed as dist_utils
+
+    if args.epochs is not None:
+        args.set.append(f"train.epochs={args.epochs}")
+    if args.max_iters is not None:
+        args.set.append(f"train.max_iters={args.max_iters}")
+    try:
+        if args.workspace:
+            from .train.run import train_workspace
+            from .workspace import Workspace
+
+            with Workspace(args.workspace) as ws:
+                cfg = _workspace_config(ws, args)
+                round_, result = train_workspace(ws, cfg, method=args.method, resume=args.resume,
+                                                 stop_after=args.stop_after, device=args.device)
+            where = f"round {round_} of {args.workspace}"
+        else:
+            missing = [f for f in ("config", "labeled_list", "out") if not getattr(args, f)]
+            if missing:
+                raise AnnotassistError("train needs --workspace W, or --config C --labeled-list L --out DIR "
+                                       f"(missing: {', '.join('--' + m.replace('_', '-') for m in missing)})")
+            from .train.run import train_lists
+
+            cfg = _load(args)
+            data = Path(args.data or cfg.dataset.root or ".")
+            result = train_lists(cfg, Path(args.labeled_list), args.unlabeled_list and Path(args.unlabeled_list),
+                                 args.val_list and Path(args.val_list), Path(args.out), data,
+                                 method=args.method, resume=args.resume, stop_after=args.stop_after,
+                                 device=args.device)
+            where = args.out
+        if dist_utils.is_main():
+            if result.interrupted:
+                print(f"stopped at step {result.steps}; checkpoint {result.checkpoint}; continue with --resume")
+            else:
+                print(f"trained {where}: model {result.model_path}")
+                _print_metrics(result.metrics, cfg.dataset.classes)
+    finally:
+        dist_utils.teardown()
+    return 0
+
+
+def cmd_score(args) -> int:
+    from .acquire.scoring import score_pool
+    from .acquire.strategies import resolve
+    from .train import distributed as dist_utils
+    from .workspace import Workspace
+
+    names = args.scores.split(",") if args.scores else None
+    try:
+        with Workspace(args.workspace) as ws:
+            cfg = _workspace_config(ws, args)
+            if names is None:
+                names = resolve(args.strategy or cfg.acquire.strategy)[1]
+            report = score_pool(ws, cfg, names, round_=args.round, device=args.device,
+                                batch_size=args.batch_size)
+            if dist_utils.is_main():
+                print(f"round {report.round}: scored {report.scored} unlabeled images, embedded "
+                      f"{report.embedded} labeled ones, {report.skipped} already done "
+                      f"({report.images_per_s:.1f} images/s)")
+                for name, images in report.nan.items():
+                    print(f"warning: {name} is NaN for {len(images)} image(s), ranked last: "
+                          f"{', '.join(images[:5])}{' ...' if len(images) > 5 else ''}")
+    finally:
+        dist_utils.teardown()
+    return 0
+
+
+def cmd_select(args) -> int:
+    from .acquire.select import select_next
+    from .report import table
+    from .workspace import Workspace
+
+    with Workspace(args.workspace) as ws:
+        cfg = _workspace_config(ws, args)
+        sel = select_next(ws, cfg, args.strategy, args.budget, args.round)
+        if sel.message:
+            print(sel.message)
+        if sel.picks:
+            names = {r.id: r.name for r in ws.images("pool", state="queued")}
+            print(f"round {sel.round}, strategy {sel.strategy}: queued {len(sel.picks)} images")
+            print(table(["rank", "image", "score"], [[k + 1, names.get(i, i), v] for k, (i, v) in
+                                                      enumerate(sel.picks)]))
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from .simulate import SimulationPlan, simulate
+
+    cfg = _load(args)
+    data = Path(args.data or cfg.dataset.root or (Path(args.out) / "data"))
+    plan = SimulationPlan(strategies=args.strategies.split(","), init=args.init, budget=args.budget,
+                          rounds=args.rounds, seeds=args.seeds, full=args.full, warm_start=args.warm_start,
+                          profile=args.profile or "", device=args.device)
+    simulate(cfg, plan, args.out, data)
+    print(f"results in {args.out}: results.csv, results.json, learning_curve.png, summary.md")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, rounds=args.rounds, config=args.config, overrides=args.set, device=args.device)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="annotassist",
         description="Active labeling for semantic segmentation: train DSSN on labeled + unlabeled images, "
                     "pick what to label next, hand pseudo-masks to a person for correction.")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = sub.add_parser("demo", help="the whole loop on the embedded synthetic set (simulated annotator)")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--config", help="default: configs/demo.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("init", help="create or update a workspace from a dataset")
     _config_args(p)
@@ -133,6 +262,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--link", action="store_true", help="symlink images instead of copying them")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("train", help="train DSSN (or the supervised baseline) on a workspace or split files",
+                       description="On a workspace: trains on its labeled + unlabeled pool and records the "
+                                   "model as a new round. From split files: --config C --labeled-list L "
+                                   "[--unlabeled-list U] [--val-list V] --out DIR [--data ROOT]. Runs under "
+                                   "torchrun as well (one shard of the data per rank).")
+    p.add_argument("--workspace")
+    _config_args(p, required=False)
+    p.add_argument("--labeled-list")
+    p.add_argument("--unlabeled-list")
+    p.add_argument("--val-list")
+    p.add_argument("--data", help="root the split files' paths are relative to (default: dataset.root)")
+    p.add_argument("--out", help="run folder for split-file training")
+    p.add_argument("--method", choices=["dssn", "supervised"])
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--max-iters", type=int)
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run from its checkpoint")
+    p.add_argument("--stop-after", type=int, help="checkpoint and stop after N steps (continue with --resume)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("score", help="score the unlabeled pool with the latest round's model")
+    p.add_argument("--workspace", required=True)
+    _config_args(p, required=False)
+    p.add_argument("--strategy", help="compute the scores this strategy needs (default: acquire.strategy)")
+    p.add_argument("--scores", help="comma-separated score names instead")
+    p.add_argument("--round", type=int, help="score with this round's model (default: the latest)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("select", help="queue the next images to label from stored scores")
+    p.add_argument("--workspace", required=True)
+    _config_args(p, required=False)
+    p.add_argument("--strategy", help="dssn (default), random, entropy, margin, classbal, ripu, ...")
+    p.add_argument("--budget", type=int, help="images to queue (default: acquire.budget)")
+    p.add_argument("--round", type=int)
+    p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("simulate", help="the active-learning benchmark with a simulated annotator")
+    _config_args(p)
+    p.add_argument("--data", help="dataset root (default: dataset.root)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--strategies", default="random,dssn")
+    p.add_argument("--init", type=int, default=16, help="initial random labeled images")
+    p.add_argument("--budget", type=int, default=16, help="images labeled per round")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--full", action="store_true", help="also train once on every pool label")
+    p.add_argument("--warm-start", action="store_true", help="start each round from the previous round's model")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("synth", help="write the synthetic demo set (list layout)")
     p.add_argument("--out", required=True)

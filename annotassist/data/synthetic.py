@@ -27,6 +27,9 @@ CLASS_FREQ = np.array([0.40, 0.28, 0.17, 0.10, 0.05])
 # hue ranges (0..1) per class; pairs overlap so colour alone does not tell the class
 HUES = {1: (0.95, 1.12), 2: (0.45, 0.62), 3: (0.52, 0.70), 4: (0.00, 0.15), 5: (0.10, 0.20)}
 GENERATOR_VERSION = 1
+OBJECT_RADIUS = (0.07, 0.2)  # object radius range, as a share of the image size
+OBJECTS = (2, 6)  # objects per image (upper bound exclusive)
+CLUTTER = (2, 6)  # background blobs and strokes per image
 
 
 def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -111,7 +114,7 @@ def generate_sample(seed: int, split: int, index: int, size: int = 128) -> tuple
     img = _hsv_to_rgb(hue + 0.15 * (n1 - 0.5), 0.25 + 0.4 * n2, 0.35 + 0.5 * n1)
     mask = np.zeros((size, size), dtype=np.uint8)
     # clutter: blobs and strokes in object-like colours that are still background
-    for _ in range(rng.integers(2, 6)):
+    for _ in range(rng.integers(*CLUTTER)):
         cy, cx, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(4, size / 6)
         theta = np.arctan2(yy - cy, xx - cx)
         wobble = 1 + 0.3 * np.sin(3 * theta + rng.uniform(0, 6)) + 0.2 * np.sin(7 * theta + rng.uniform(0, 6))
@@ -123,9 +126,9 @@ def generate_sample(seed: int, split: int, index: int, size: int = 128) -> tuple
         c = _hsv_to_rgb(np.array(rng.random()), np.array(rng.uniform(0.4, 0.9)), np.array(rng.uniform(0.4, 0.9)))
         img[blob] = 0.5 * img[blob] + 0.5 * c
     # objects, drawn in order: later ones occlude earlier ones
-    for _ in range(rng.integers(2, 6)):
+    for _ in range(rng.integers(*OBJECTS)):
         cls = int(rng.choice(5, p=CLASS_FREQ)) + 1
-        r = rng.uniform(size * 0.07, size * 0.2)
+        r = rng.uniform(size * OBJECT_RADIUS[0], size * OBJECT_RADIUS[1])
         cy, cx = rng.uniform(r * 0.3, size - r * 0.3), rng.uniform(r * 0.3, size - r * 0.3)
         angle = rng.uniform(0, 2 * np.pi)
         m = _shape_mask(cls, yy, xx, cy, cx, r, angle, rng)
