@@ -281,6 +281,7 @@ class Trainer:
             log.update(discriminator_step(self.disc, self.disc_opt, batch["x"], batch["y"], out.labeled_preds,
                                           self.cfg.num_classes, self.amp))
         self.step += 1
+        log["step"] = self.step  # steps completed, as the progress bar counts them
         return log
 
     def evaluate(self) -> dict:
