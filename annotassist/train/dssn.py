@@ -14,6 +14,7 @@ The loop, AMP, DDP and checkpoints live in trainer.py; this file is the method a
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -130,53 +131,70 @@ def _pseudo_label(logits: torch.Tensor, cfg, ctx: StepContext, image: torch.Tens
     return label, keep, conf
 
 
+@dataclass
+class StrongTargets:
+    """What supervises the two strong views: CutMix-mixed pseudo-labels, the pixels kept, the valid pixels."""
+
+    pseudo_label: tuple[torch.Tensor, torch.Tensor]
+    keep_mask: tuple[torch.Tensor, torch.Tensor]
+    valid: tuple[torch.Tensor, torch.Tensor]
+    conf: torch.Tensor
+
+
+@torch.no_grad()
+def teacher_targets(teacher: nn.Module, batch: dict, cfg, ctx: StepContext) -> StrongTargets:
+    """The EMA teacher's pseudo-labels for the strong views. As released, the teacher runs in train mode
+    (BatchNorm with the batch's own statistics; a plain forward has no dropout), the weak view and the CutMix
+    partner in separate forwards; the partner's prediction fills the boxes and the selection is made on the
+    mixed map."""
+    teacher.train(not cfg.train.freeze_bn)
+    u_w, m_w = batch["u_w"], batch["mix_w"]
+    t_mix, t_u = teacher(m_w).float(), teacher(u_w).float()
+    out = []
+    for box in (batch["box1"].bool(), batch["box2"].bool()):
+        logits = torch.where(box[:, None], t_mix, t_u)
+        label, keep, conf = _pseudo_label(logits, cfg, ctx, torch.where(box[:, None], m_w, u_w))
+        out.append((label, keep, conf, torch.where(box, batch["mix_valid"], batch["u_valid"])))
+    (l1, k1, c1, v1), (l2, k2, _, v2) = out
+    return StrongTargets((l1, l2), (k1, k2), (v1, v2), c1)
+
+
+@torch.no_grad()
+def student_targets(pred_w: torch.Tensor, batch: dict, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """The student's own detached clean prediction, class-aware selected: the target of both fp views."""
+    probs = pred_w.detach().float().softmax(dim=1)
+    return probs.argmax(dim=1), _select(probs, cfg)
+
+
 def training_step(model: nn.Module, extra: dict[str, nn.Module], batch: dict, ctx: StepContext) -> StepOutput:
     cfg = ctx.cfg
-    teacher = extra["teacher"]
-    x, y = batch["x"], batch["y"]
-    u_w, u_s1, u_s2, u_valid = batch["u_w"], batch["u_s1"], batch["u_s2"], batch["u_valid"]
-    m_w, m_s1, m_s2, m_valid = batch["mix_w"], batch["mix_s1"], batch["mix_s2"], batch["mix_valid"]
+    x, y, u_w, u_valid = batch["x"], batch["y"], batch["u_w"], batch["u_valid"]
     box1, box2 = batch["box1"].bool(), batch["box2"].bool()
-    nb, nu = x.shape[0], u_w.shape[0]
-
-    # teacher pseudo-labels for the strong views. As released, the teacher runs in train mode (BatchNorm with
-    # the batch's own statistics, no dropout in a plain forward), the weak view and the CutMix partner in
-    # separate forwards; the partner's prediction fills the boxes and the selection is made on the mixed map
-    teacher.train(not cfg.train.freeze_bn)
-    with torch.no_grad():
-        t_mix = teacher(m_w).float()
-        t_u = teacher(u_w).float()
-        img_s1 = torch.where(box1[:, None], m_s1, u_s1)
-        img_s2 = torch.where(box2[:, None], m_s2, u_s2)
-        pl_s1, keep_s1, conf_s1 = _pseudo_label(torch.where(box1[:, None], t_mix, t_u), cfg, ctx,
-                                                torch.where(box1[:, None], m_w, u_w))
-        pl_s2, keep_s2, _ = _pseudo_label(torch.where(box2[:, None], t_mix, t_u), cfg, ctx,
-                                          torch.where(box2[:, None], m_w, u_w))
-        valid_s1 = torch.where(box1, m_valid, u_valid)
-        valid_s2 = torch.where(box2, m_valid, u_valid)
+    nb = x.shape[0]
+    strong = teacher_targets(extra["teacher"], batch, cfg, ctx)
+    img_s1 = torch.where(box1[:, None], batch["mix_s1"], batch["u_s1"])
+    img_s2 = torch.where(box2[:, None], batch["mix_s2"], batch["u_s2"])
 
     # student: clean + two feature-perturbed decodes of (labeled, weak unlabeled) in one batch
     preds, preds_fp, preds_Fp = model(torch.cat([x, u_w]), need_fp=True)
-    pred_x, pred_w = preds.split([nb, nu])
+    pred_x, pred_w = preds.split([nb, u_w.shape[0]])
     pred_fp, pred_Fp = preds_fp[nb:], preds_Fp[nb:]
     pred_s1, pred_s2 = model(torch.cat([img_s1, img_s2])).chunk(2)
-
-    with torch.no_grad():
-        w_probs = pred_w.detach().float().softmax(dim=1)
-        keep_w = _select(w_probs, cfg)
-        label_w = w_probs.argmax(dim=1)
+    label_w, keep_w = student_targets(pred_w, batch, cfg)
 
     terms = {"loss_x": ctx.criterion(pred_x, y)}
     # strong-view CE waits for the teacher: one step (teacher := student), or strong_warmup_epochs
     strong_on = ctx.epoch >= cfg.dssn.strong_warmup_epochs and ctx.step > 0
     zero = pred_s1.sum() * 0.0
-    terms["loss_s1"] = masked_ce(pred_s1, pl_s1, keep_s1, valid_s1) if strong_on else zero
-    terms["loss_s2"] = masked_ce(pred_s2, pl_s2, keep_s2, valid_s2) if strong_on else zero
+    for k, pred in ((0, pred_s1), (1, pred_s2)):
+        terms[f"loss_s{k + 1}"] = masked_ce(pred, strong.pseudo_label[k], strong.keep_mask[k],
+                                            strong.valid[k]) if strong_on else zero
     terms["loss_fp"] = masked_ce(pred_fp, label_w, keep_w, u_valid)
     terms["loss_Fp"] = masked_ce(pred_Fp, label_w, keep_w, u_valid)
     if cfg.dssn.align == "infonce":
         t = cfg.dssn.infonce_temperature
-        terms["align_s"] = pixel_infonce(pred_s1, pred_s2, valid_s1 & valid_s2, t, cfg.dssn.infonce_pixels)
+        terms["align_s"] = pixel_infonce(pred_s1, pred_s2, strong.valid[0] & strong.valid[1], t,
+                                         cfg.dssn.infonce_pixels)
         terms["align_fp"] = pixel_infonce(pred_fp, pred_Fp, u_valid, t, cfg.dssn.infonce_pixels)
     elif cfg.dssn.align == "mse":
         terms["align_s"] = zscore_mse(pred_s1, pred_s2)
@@ -185,8 +203,8 @@ def training_step(model: nn.Module, extra: dict[str, nn.Module], batch: dict, ct
         terms["align_s"] = terms["align_fp"] = zero
     loss = total_loss(terms, cfg.dssn.weighting)
 
-    kept = (keep_s1 & valid_s1).sum() / valid_s1.sum().clamp_min(1)
-    stats = {"kept": float(kept), "teacher_conf": float(conf_s1.mean())}
+    kept = (strong.keep_mask[0] & strong.valid[0]).sum() / strong.valid[0].sum().clamp_min(1)
+    stats = {"kept": float(kept), "teacher_conf": float(strong.conf.mean())}
     # the labeled predictions (clean and one perturbed) train the region-relevance discriminator
     labeled_preds = [pred_x.detach(), preds_fp[:nb].detach()]
     return StepOutput(loss, terms, stats, labeled_preds)
