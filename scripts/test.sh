@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+bash scripts/browser.sh >/dev/null
 exec "$VENV/bin/python" -m pytest tests "$@"
