@@ -136,8 +136,10 @@ def cmd_train(args) -> int:
 
             with Workspace(args.workspace) as ws:
                 cfg = _workspace_config(ws, args)
-                round_, result = train_workspace(ws, cfg, method=args.method, resume=args.resume,
-                                                 stop_after=args.stop_after, device=args.device)
+                round_, result = train_workspace(ws, cfg, method=args.method,
+                                                 resume="auto" if args.auto_resume else args.resume,
+                                                 stop_after=args.stop_after, init_weights=args.init_weights,
+                                                 device=args.device)
             where = f"round {round_} of {args.workspace}"
         else:
             missing = [f for f in ("config", "labeled_list", "out") if not getattr(args, f)]
@@ -224,7 +226,80 @@ def cmd_simulate(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(args.out, rounds=args.rounds, config=args.config, overrides=args.set, device=args.device)
+    run_demo(args.out, rounds=args.rounds, config=args.config, overrides=args.set, device=args.device,
+             compare=args.compare)
+    return 0
+
+
+def _resolve_project(project: str) -> tuple[Path | None, Path | None]:
+    """--project NAME|PATH -> (config, existing workspace); NAME is a config in configs/."""
+    from .demo import find_config
+
+    p = Path(project)
+    if (p / "pool.sqlite").is_file():
+        return None, p
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise AnnotassistError(f"config {p} not found")
+        return p, None
+    return find_config(project), None
+
+
+def cmd_loop(args) -> int:
+    from .config import load_config
+    from .loop import LoopOptions, run_loop
+    from .workspace import Workspace
+
+    config, ws_path = _resolve_project(args.project)
+    if ws_path is None:
+        cfg = load_config(config, profile=args.profile, overrides=args.set)
+        ws_path = Path(args.workspace or f"runs/{cfg.dataset.name}")
+        if not (ws_path / "pool.sqlite").is_file():
+            data = Path(args.data or cfg.dataset.root or (ws_path / "data"))
+            if cfg.dataset.layout == "synthetic" and not (data / cfg.dataset.pool).is_file():
+                from .data.synthetic import generate
+
+                s = cfg.synthetic
+                print(f"generating the synthetic set in {data}")
+                generate(data, num_pool=s.num_pool, num_val=s.num_val, size=s.size, seed=s.seed)
+            elif not data.is_dir():
+                raise AnnotassistError(f"data root {data} not found; pass --data DIR (the dataset's folder) or set "
+                                       f"dataset.root in {config}")
+            with Workspace.create(ws_path, cfg, data) as ws:
+                report = ws.sync_from_source()
+                print(f"workspace {ws_path}: {report.added} images, {report.labeled} labeled to start")
+                for p in report.problems:
+                    print(f"  skipped: {p}")
+    with Workspace(ws_path) as ws:
+        cfg = _workspace_config(ws, args)
+    options = {k: v for k, v in (("url", args.url), ("host", args.host), ("port", args.port)) if v}
+    opts = LoopOptions(rounds=args.rounds if args.rounds is not None else cfg.loop.rounds,
+                       budget=args.budget or cfg.acquire.budget,
+                       annotator=args.annotator or cfg.loop.annotator, strategy=args.strategy,
+                       warm_start=not args.from_scratch and cfg.loop.warm_start,
+                       target_miou=args.target_miou if args.target_miou is not None else cfg.loop.target_miou,
+                       gpus=args.gpus, device=args.device, poll_seconds=cfg.loop.poll_seconds,
+                       annotator_options=options)
+    try:
+        result = run_loop(ws_path, opts, cfg)
+    except KeyboardInterrupt:
+        return 130
+    print(f"\nloop stopped: {result.stopped_because}. Workspace: {ws_path}\n"
+          f"  annotassist report --workspace {ws_path}     tables and plots\n"
+          f"  annotassist export --workspace {ws_path} --out DIR     the labels for any trainer")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .plots import round_plots
+    from .report import round_rows, rounds_table
+    from .workspace import Workspace
+
+    with Workspace(args.workspace) as ws:
+        print(rounds_table(ws, per_class=True))
+        out = Path(args.out or (ws.root / "report"))
+        paths = round_plots(round_rows(ws), ws.config.dataset.classes, out, ws.config.palette())
+    print("\nplots: " + ", ".join(str(p) for p in paths))
     return 0
 
 
@@ -237,11 +312,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole loop on the embedded synthetic set (simulated annotator)")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--compare", action="store_true",
+                   help="also run random selection and a fully labeled reference (several times longer)")
     p.add_argument("--config", help="default: configs/demo.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--device")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("loop", help="rounds of train, score, select, pre-annotate, correct; resumable",
+                       description="Runs rounds until --rounds, the pool or --target-miou runs out. Killed at any "
+                                   "point, the same command continues where it stopped.")
+    p.add_argument("--project", required=True,
+                   help="a config name in configs/ (demo, camvid, voc, cityscapes), a config file or a workspace")
+    p.add_argument("--profile", help="apply a named profile of the config, e.g. cpu")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--data", help="dataset root (default: dataset.root of the config)")
+    p.add_argument("--workspace", help="default: runs/<dataset name>")
+    p.add_argument("--annotator", choices=["simulated", "labelstudio", "gradio"])
+    p.add_argument("--url", help="Label Studio URL (key from LABEL_STUDIO_API_KEY)")
+    p.add_argument("--host", help="editor host (gradio annotator; default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="editor port (gradio annotator)")
+    p.add_argument("--rounds", type=int, help="acquisition rounds in all (default: loop.rounds)")
+    p.add_argument("--budget", type=int, help="images per round (default: acquire.budget)")
+    p.add_argument("--strategy", help="selection strategy (default: acquire.strategy)")
+    p.add_argument("--target-miou", type=float, help="stop once the evaluation mIoU reaches this (0..1)")
+    p.add_argument("--from-scratch", action="store_true", help="train each round from ImageNet weights")
+    p.add_argument("--gpus", type=int, default=0, help="train and score under torchrun with N processes")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_loop)
+
+    p = sub.add_parser("report", help="the rounds table with per-class IoU and effort, and PNG plots")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--out", help="folder for the plots (default: <workspace>/report)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("init", help="create or update a workspace from a dataset")
     _config_args(p)
@@ -280,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-iters", type=int)
     p.add_argument("--resume", action="store_true", help="continue the interrupted run from its checkpoint")
     p.add_argument("--stop-after", type=int, help="checkpoint and stop after N steps (continue with --resume)")
+    p.add_argument("--auto-resume", action="store_true",
+                   help="continue the workspace's unfinished round if there is one, else start a new round")
+    p.add_argument("--init-weights", help="warm start from this model.pt (e.g. the previous round's)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
     p.set_defaults(func=cmd_train)
 

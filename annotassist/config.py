@@ -167,6 +167,17 @@ class AcquireConfig:
 
 
 @dataclass
+class LoopConfig:
+    """`annotassist loop`: rounds of train -> score -> select -> pre-annotate -> correct."""
+    rounds: int = 5  # acquisition rounds in all (a rerun continues the same count); a final model is trained after
+    annotator: Literal["simulated", "labelstudio", "gradio"] = "simulated"
+    warm_start: bool = True  # start each round from the previous round's model instead of ImageNet weights
+    target_miou: float = 0.0  # stop once the evaluation mIoU reaches this (0..1; 0 = never)
+    poll_seconds: float = 10.0  # how often to look for corrections while a person works
+    labelstudio_url: str = "http://localhost:8080"
+
+
+@dataclass
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
@@ -176,6 +187,7 @@ class Config:
     dssn: DSSNConfig = field(default_factory=DSSNConfig)
     region: RegionConfig = field(default_factory=RegionConfig)
     acquire: AcquireConfig = field(default_factory=AcquireConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
     # named override trees, applied with --profile NAME
     profiles: dict[str, dict] = field(default_factory=dict)
     # where this config came from (set by the loader, not a key)

@@ -1,47 +1,78 @@
 """`annotassist demo`: the whole loop on the embedded synthetic set, with a simulated annotator.
 
-Generates the demo set, starts a workspace with 16 labeled images, and runs rounds of
-train (DSSN) -> score -> select -> pre-annotate -> correct (the simulated annotator) for the `dssn` strategy and
-for `random` side by side, plus a fully supervised reference; then exports the labeled pool. It prints the
-learning-curve table and where the plot, the workspaces and the export are.
+Generates the demo set, starts a workspace with 16 labeled images and runs `loop` for 3 rounds of train (DSSN,
+warm-started) -> score -> select -> pre-annotate -> correct (the simulated annotator), then writes the report
+plots and exports the labels. `--compare` runs the `simulate` benchmark instead: `dssn` against `random`
+selection plus a fully labeled reference (several times longer).
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from .config import load_config
 from .errors import AnnotassistError
 from .export import export
-from .simulate import SimulationPlan, simulate
 from .workspace import Workspace
 
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
-def find_demo_config(path: str | None) -> Path:
-    candidates = [Path(path)] if path else [Path("configs/demo.yaml"),
-                                           Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"]
+
+def find_config(name: str) -> Path:
+    """A config by name (`demo`, `camvid`, ...): ./configs/NAME.yaml, else the one shipped with annotassist."""
+    candidates = [Path("configs") / f"{name}.yaml", CONFIGS / f"{name}.yaml"]
     for c in candidates:
         if c.is_file():
             return c
-    raise AnnotassistError(f"demo config not found (looked for {', '.join(map(str, candidates))}); run from "
-                           "the repository root or pass --config")
+    known = sorted({p.stem for d in (Path("configs"), CONFIGS) if d.is_dir() for p in d.glob("*.yaml")})
+    raise AnnotassistError(f"no config named {name!r} (looked for {', '.join(map(str, candidates))}); known: "
+                           f"{', '.join(known) or 'none'}; or pass a config file or a workspace path")
 
 
-def run_demo(out: str | Path = "runs/demo", rounds: int = 2, config: str | None = None,
-             overrides: list[str] | None = None, device: str | None = None) -> dict:
+def run_demo(out: str | Path = "runs/demo", rounds: int = 3, config: str | None = None,
+             overrides: list[str] | None = None, device: str | None = None, compare: bool = False) -> dict:
     out = Path(out)
-    cfg = load_config(find_demo_config(config), overrides=overrides)
+    cfg = load_config(Path(config) if config else find_config("demo"), overrides=overrides)
+    if compare:
+        return _compare(cfg, out, rounds, device)
+    from .data.synthetic import generate
+    from .loop import LoopOptions, run_loop
+    from .plots import round_plots
+    from .report import round_rows
+
+    t0 = time.time()
+    s = cfg.synthetic
+    print(f"annotassist demo: {s.num_pool} pool + {s.num_val} evaluation images ({s.size}px, {cfg.num_classes} "
+          f"classes), {cfg.pool.initial_labeled} labeled to start, +{cfg.acquire.budget} per round, {rounds} "
+          f"rounds of DSSN ({cfg.train.max_iters} steps a round, warm-started); writing to {out}")
+    data, ws_path = out / "data", out / "workspace"
+    if not (data / cfg.dataset.pool).is_file():
+        generate(data, num_pool=s.num_pool, num_val=s.num_val, size=s.size, seed=s.seed)
+    if not (ws_path / "pool.sqlite").is_file():
+        with Workspace.create(ws_path, cfg, data) as ws:
+            ws.sync_from_source(progress=False)
+    opts = LoopOptions(rounds=rounds, budget=cfg.acquire.budget, annotator="simulated", device=device)
+    result = run_loop(ws_path, opts, cfg)
+    with Workspace(ws_path) as ws:
+        rows = round_rows(ws)
+        plots = round_plots(rows, cfg.dataset.classes, out, cfg.palette())
+        summary = export(ws, out / "export", progress=False)
+    minutes = (time.time() - t0) / 60
+    print(f"\n{result.stopped_because} in {minutes:.1f} min.\n"
+          f"plots: {', '.join(str(p) for p in plots)}\n"
+          f"labels exported for any trainer: {out / 'export'} ({summary['labeled_count']} labeled, "
+          f"{summary['unlabeled_count']} unlabeled, {summary['val_count']} val)\n"
+          f"correct masks yourself in the browser:  annotassist ui --workspace {ws_path}\n"
+          f"or keep going with more rounds:         annotassist loop --project {ws_path} --rounds {rounds + 2}")
+    return {"rows": rows, "minutes": minutes}
+
+
+def _compare(cfg, out: Path, rounds: int, device: str | None) -> dict:
+    from .simulate import SimulationPlan, simulate
+
     plan = SimulationPlan(strategies=["random", "dssn"], init=cfg.pool.initial_labeled, budget=cfg.acquire.budget,
                           rounds=rounds, seeds=1, full=True, warm_start=True, profile="demo", device=device,
                           progress=True)
-    print(f"annotassist demo: {cfg.synthetic.num_pool} pool + {cfg.synthetic.num_val} evaluation images "
-          f"({cfg.synthetic.size}px, {cfg.num_classes} classes), {plan.init} labeled to start, "
-          f"+{plan.budget} per round, {rounds} rounds; writing to {out}")
     result = simulate(cfg, plan, out, out / "data")
-    ws_path = out / "seed0" / "dssn"
-    with Workspace(ws_path) as ws:
-        summary = export(ws, out / "export", progress=False)
-    print(f"\nlearning curve: {out / 'learning_curve.png'}\nresults: {out / 'results.csv'}\n"
-          f"the dssn workspace: {ws_path} (annotassist status --workspace {ws_path})\n"
-          f"its labels, exported for any trainer: {out / 'export'} ({summary['labeled_count']} labeled, "
-          f"{summary['unlabeled_count']} unlabeled, {summary['val_count']} val)")
+    print(f"\nlearning curve: {out / 'learning_curve.png'}\nresults: {out / 'results.csv'}")
     return result

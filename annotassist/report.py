@@ -59,3 +59,32 @@ def status_text(ws: Workspace) -> str:
     if absent and counts["labeled"]:
         out.append(f"\nno labeled pixels yet for: {', '.join(absent)}")
     return "\n".join(out)
+
+
+def round_rows(ws: Workspace) -> list[dict]:
+    """Per round: labels it trained on, its evaluation, and the correction effort of the images it selected."""
+    classes = ws.config.dataset.classes
+    out = []
+    for r in ws.rounds():
+        m = r["metrics"] or {}
+        picked = [i for i, *_ in ws.selections(r["round"])]
+        human = [h for i in picked for h in ws.masks(i, "human") if h.round == r["round"]]
+        mix = [0] * len(classes)
+        for h in human:
+            mix = [a + b for a, b in zip(mix, h.class_pixels)]
+        out.append({"round": r["round"], "status": r["status"], "labeled": r["labeled_count"],
+                    "mIoU": m.get("mIoU"), "per_class_iou": m.get("per_class_iou") or {},
+                    "selected": len(picked), "corrected": len(human),
+                    "pixels_changed": sum(h.changed_pixels or 0 for h in human),
+                    "regions_changed": sum(h.changed_regions or 0 for h in human),
+                    "selected_class_pixels": dict(zip(classes, mix))})
+    return out
+
+
+def rounds_table(ws: Workspace, per_class: bool = False) -> str:
+    rows = round_rows(ws)
+    classes = ws.config.dataset.classes if per_class else []
+    headers = ["round", "labeled", "mIoU", "selected", "corrected", "pixels changed", "regions"] + classes
+    return table(headers, [[r["round"], r["labeled"], r["mIoU"], r["selected"], r["corrected"],
+                            r["pixels_changed"], r["regions_changed"]]
+                           + [r["per_class_iou"].get(c) for c in classes] for r in rows])

@@ -119,6 +119,15 @@ CREATE TABLE IF NOT EXISTS sync (
     updated_at REAL NOT NULL,
     PRIMARY KEY (image_id, backend)
 );
+CREATE TABLE IF NOT EXISTS loop_steps (
+    round INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('started', 'done')),
+    detail TEXT,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    PRIMARY KEY (round, step)
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -194,6 +203,8 @@ class Workspace:
         version = self._meta("schema_version")
         if version is None or int(version) != SCHEMA_VERSION:
             raise WorkspaceError(f"{db}: schema version {version}, this annotassist reads {SCHEMA_VERSION}")
+        if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'loop_steps'").fetchone() is None:
+            self.db.executescript(SCHEMA)  # a workspace made before the loop existed gains its table
         self.config = load_config(self.root / "config.yaml")
         self.data_root = Path(self._meta("data_root") or ".")
 
@@ -554,6 +565,29 @@ class Workspace:
             raise WorkspaceError(f"{self.root}: no trained model yet; run 'annotassist train --workspace "
                                  f"{self.root}' first")
         return row["round"], Path(row["checkpoint"])
+
+    # -- loop steps: each step's start and end is a transaction, so a rerun knows where it was ------------
+
+    def begin_step(self, round_: int, step: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO loop_steps (round, step, status, started_at) VALUES (?, ?, 'started', ?) "
+                       "ON CONFLICT (round, step) DO NOTHING", (round_, step, time.time()))
+            self.log_event("step_start", {"round": round_, "step": step})
+
+    def end_step(self, round_: int, step: str, detail: dict | None = None) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE loop_steps SET status = 'done', detail = ?, finished_at = ? WHERE round = ? AND "
+                       "step = ?", (json.dumps(detail or {}), time.time(), round_, step))
+            self.log_event("step_done", {"round": round_, "step": step})
+
+    def step_status(self, round_: int, step: str) -> str | None:
+        row = self.db.execute("SELECT status FROM loop_steps WHERE round = ? AND step = ?",
+                              (round_, step)).fetchone()
+        return row[0] if row else None
+
+    def loop_steps(self) -> list[dict]:
+        rows = self.db.execute("SELECT * FROM loop_steps ORDER BY round, started_at").fetchall()
+        return [{**dict(r), "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
 
     # -- scores and selections ---------------------------------------------------------------------------
 

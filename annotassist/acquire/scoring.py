@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from .. import faults
 from ..data.datasets import ImageDataset
 from ..errors import AnnotassistError
 from ..train import distributed as dist_utils
@@ -186,6 +187,7 @@ def score_pool(ws, cfg, names: list[str], *, round_: int | None = None, device: 
                                     "embs": [(i, _encode(e)) for i, e in embs]}) + "\n")
             shard.flush()
         bar.update(1)
+        faults.point("score.batch")
     bar.close()
     if shard:
         shard.close()

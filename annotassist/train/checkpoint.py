@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import random
 import tempfile
 from pathlib import Path
@@ -54,9 +55,14 @@ def atomic_torch_save(obj, path: str | Path) -> None:
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, (RuntimeError, OSError)):
+            # torch reports a failed write as an opaque "enforce fail ... unexpected pos"
+            free = shutil.disk_usage(path.parent).free / 2**20
+            raise CheckpointError(f"could not write {path} ({e}); the disk may be full ({free:.0f} MB free there) "
+                                  "or the folder unwritable; the previous checkpoint is unchanged") from None
         raise
 
 

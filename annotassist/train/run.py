@@ -16,12 +16,14 @@ from . import distributed as dist_utils
 from .trainer import Trainer, TrainResult, class_coverage_warning
 
 
-def train_workspace(ws, cfg, *, method: str | None = None, resume: bool = False, stop_after: int | None = None,
+def train_workspace(ws, cfg, *, method: str | None = None, resume: bool | str = False, stop_after: int | None = None,
                     init_weights: str | Path | None = None, device: str | None = None,
                     progress: bool = True) -> tuple[int, TrainResult]:
     """Train on the workspace's labeled + unlabeled pool and record the result as a round's model.
 
-    `init_weights` (a model.pt) warm-starts from an earlier round instead of ImageNet weights."""
+    `init_weights` (a model.pt) warm-starts from an earlier round instead of ImageNet weights. `resume="auto"`
+    continues an unfinished round if there is one (from its checkpoint, or from the start) and else starts a new
+    one: what `annotassist loop` needs after a crash."""
     method = method or cfg.train.method
     info = dist_utils.setup(device)
     labeled, unlabeled, val = ws.labeled_samples(), ws.unlabeled_samples(), ws.val_samples()
@@ -30,10 +32,17 @@ def train_workspace(ws, cfg, *, method: str | None = None, resume: bool = False,
                             "or label some images first")
     round_ = ws.current_round()
     info_round = ws.round_info(round_) if round_ is not None else None
+    interrupted = info_round is not None and info_round["status"] == "training"
+    reuse = False
+    if resume == "auto":
+        # the loop after a crash: continue the unfinished round from its checkpoint, or start that same round
+        # over when it died before its first checkpoint; otherwise a new round
+        reuse = interrupted
+        resume = interrupted and (ws.round_dir(round_) / "checkpoint.pt").is_file()
     if resume:
-        if info_round is None or info_round["status"] != "training":
+        if not interrupted:
             raise TrainingError(f"{ws.root}: no interrupted training round to resume; run without --resume")
-    elif info.is_main:
+    elif info.is_main and not reuse:
         round_ = ws.start_round(method)
     dist_utils.barrier()
     if not info.is_main and not resume:

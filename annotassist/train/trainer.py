@@ -27,6 +27,7 @@ from ..data.transforms import StrongAug
 from ..data.layouts import Sample
 from ..errors import TrainingError
 from ..models import RegionDiscriminator, build_model
+from .. import faults
 from . import checkpoint as ckpt_io
 from . import distributed as dist_utils
 from . import dssn, supervised
@@ -323,6 +324,7 @@ class Trainer:
                             log_file.write(json.dumps(log) + "\n")
                             log_file.flush()
                         self.history.append({k: log[k] for k in ("step", "loss") if k in log})
+                        faults.point("train.step")
                         wants_stop = stop.set or (stop_at is not None and self.step >= stop_at)
                         if dist_utils.any_rank(wants_stop, self.device):
                             interrupted = self.step < self.total_iters
