@@ -279,7 +279,7 @@ def cmd_loop(args) -> int:
                        warm_start=not args.from_scratch and cfg.loop.warm_start,
                        target_miou=args.target_miou if args.target_miou is not None else cfg.loop.target_miou,
                        gpus=args.gpus, device=args.device, poll_seconds=cfg.loop.poll_seconds,
-                       annotator_options=options)
+                       annotator_options=options, overrides=args.set)
     try:
         result = run_loop(ws_path, opts, cfg)
     except KeyboardInterrupt:

@@ -44,6 +44,7 @@ class LoopOptions:
     progress: bool = True
     poll_seconds: float = 10.0
     annotator_options: dict = field(default_factory=dict)  # url, api key, host/port of the editor
+    overrides: list[str] = field(default_factory=list)  # --set for the torchrun processes (they read the workspace)
 
 
 @dataclass
@@ -131,7 +132,9 @@ def _waiting(ws, ids: list[int]) -> list[int]:
 
 def _torchrun(opts: LoopOptions, args: list[str]) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={opts.gpus}",
-           "-m", "annotassist.cli", *args]
+           "-m", "annotassist.cli", *args] + (["--device", opts.device] if opts.device else [])
+    for override in opts.overrides:
+        cmd += ["--set", override]
     if subprocess.run(cmd).returncode != 0:
         raise AnnotassistError(f"{' '.join(args[:1])} under torchrun failed (see its output above); the step "
                                "continues from where it stopped when you run the loop again")
