@@ -36,6 +36,7 @@ def build_app(workspace_path: str | Path, title: str = "annotassist editor") -> 
     root = Path(workspace_path)
     with Workspace(root) as ws:  # fail now, with the workspace's own message, not in the browser
         cfg = ws.config
+        brush_size = _brush_size(ws)
     classes, palette = cfg.dataset.classes, check_palette(cfg.palette())
     brush_hex = [hex_colour(c) for c in palette] + [hex_colour(ignore_colour(palette))]
     colours = [(c, LAYER_ALPHA) for c in brush_hex]
@@ -129,8 +130,9 @@ def build_app(workspace_path: str | Path, title: str = "annotassist editor") -> 
                 editor = gr.ImageEditor(
                     label="Pre-annotation: paint corrections over it (white = ignore)", type="numpy", image_mode="RGBA",
                     format="png", sources=(), transforms=(), elem_id="editor", interactive=True,
-                    brush=gr.Brush(colors=colours, default_color=colours[0], color_mode="fixed"),
-                    eraser=gr.Eraser(), layers=gr.LayerOptions(allow_additional_layers=False, layers=["mask"]),
+                    brush=gr.Brush(colors=colours, default_color=colours[0], color_mode="fixed",
+                                   default_size=brush_size),
+                    eraser=gr.Eraser(default_size=brush_size), layers=gr.LayerOptions(allow_additional_layers=False, layers=["mask"]),
                     buttons=["fullscreen"])
                 unsaved = gr.HTML(_unsaved(TabState()), js_on_load=None, elem_id="unsaved")
                 status = gr.Markdown(elem_id="status")
@@ -146,7 +148,7 @@ def build_app(workspace_path: str | Path, title: str = "annotassist editor") -> 
                 gr.HTML(legend_html(classes, brush_hex), js_on_load=SHORTCUTS_JS,
                         elem_id="legend")
                 unsure = gr.Image(label="Where the model is unsure", interactive=False, elem_id="unsure",
-                                  buttons=["fullscreen"])
+                                  buttons=["fullscreen"], height=320)
                 info = gr.Markdown(elem_id="info")
 
         outs = [editor, unsure, info, status, unsaved, progress, pick, state, overwrite_b, reload_b]
@@ -205,6 +207,13 @@ def _pick(items: list[session.WorkItem], current: int | None, action: str, targe
         if it.state != "labeled" and it.image_id != current:
             return it.image_id
     return None
+
+
+def _brush_size(ws) -> int:
+    """A brush radius in image pixels that suits the pool (Gradio's own default is 25 whatever the size)."""
+    row = ws.db.execute("SELECT MIN(width, height) FROM images WHERE split = 'pool' ORDER BY 1 "
+                        "LIMIT 1 OFFSET (SELECT COUNT(*) / 2 FROM images WHERE split = 'pool')").fetchone()
+    return max(3, round((row[0] if row and row[0] else 256) / 60))
 
 
 def _item_label(it: session.WorkItem) -> str:

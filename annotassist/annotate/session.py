@@ -134,7 +134,9 @@ def heatmap(image: np.ndarray, cells: np.ndarray) -> np.ndarray:
     up = norm[ys][:, xs][..., None]
     grey = image.astype(np.float32).mean(-1, keepdims=True) * 0.6
     red = np.array([255, 40, 40], dtype=np.float32)
-    return (grey * (1 - 0.7 * up) + red * 0.7 * up).clip(0, 255).astype(np.uint8)
+    out = (grey * (1 - 0.7 * up) + red * 0.7 * up).clip(0, 255).astype(np.uint8)
+    k = max(1, 320 // max(h, w))  # small images are blown up (nearest) so the cells stay readable
+    return out.repeat(k, 0).repeat(k, 1)
 
 
 def _selection_round(ws, image_id: int) -> int | None:
