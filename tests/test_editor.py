@@ -195,3 +195,34 @@ def test_real_browser_stroke_paints_that_class_and_nothing_else(server, tmp_path
     assert ys.max() - ys.min() <= 9 and ys.min() > h // 2, (ys.min(), ys.max())
     assert xs.min() >= w // 2 - 4 and xs.max() - xs.min() >= 10, (xs.min(), xs.max())
     assert ws.image(first).state == "labeled"
+
+
+def test_basic_auth_from_the_environment_guards_the_page(queued_ws, monkeypatch):
+    import httpx
+
+    from annotassist.annotate.editor import launch
+
+    monkeypatch.setenv("ANNOTASSIST_AUTH", "ann:s3cret")
+    port = free_port()
+    app = launch(queued_ws, port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert app.server_name == "127.0.0.1"
+        assert httpx.get(f"{url}/config", timeout=10).status_code == 401
+        s = httpx.Client()
+        assert s.post(f"{url}/login", data={"username": "ann", "password": "s3cret"}, timeout=10).is_success
+        assert s.get(f"{url}/config", timeout=10).status_code == 200
+    finally:
+        app.close()
+
+
+def test_cli_ui_names_a_missing_workspace_and_a_bad_auth(tmp_path, capsys):
+    from annotassist.annotate.editor import parse_auth
+    from annotassist.cli import main
+    from annotassist.errors import AnnotassistError
+
+    assert main(["ui", "--workspace", str(tmp_path / "nope")]) == 2
+    assert "no workspace here" in capsys.readouterr().err
+    assert parse_auth("a:b:c") == ("a", "b:c") and parse_auth(None) is None
+    with pytest.raises(AnnotassistError, match="USER:PASSWORD"):
+        parse_auth("justuser")
