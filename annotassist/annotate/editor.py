@@ -73,7 +73,10 @@ def build_app(workspace_path: str | Path, title: str = "annotassist editor") -> 
                 st.armed = ""
                 return view_keep(ws, st, "Every queued image is corrected." if items else
                                  "Nothing is queued for labeling: run `annotassist select` first.")
-            st = TabState(opened=session.open_image(ws, image_id))
+            try:
+                st = TabState(opened=session.open_image(ws, image_id))
+            except AnnotassistError as e:
+                raise gr.Error(str(e)) from None
             return view(ws, st)
 
     def view_keep(ws, st: TabState, message: str):
