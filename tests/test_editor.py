@@ -180,7 +180,7 @@ def test_real_browser_stroke_paints_that_class_and_nothing_else(server, tmp_path
         page.wait_for_function("document.querySelector('#unsaved').innerText.includes('Unsaved')", timeout=10_000)
         shot = tmp_path / "editor.png"
         page.screenshot(path=str(shot))
-        page.click("#save")
+        page.keyboard.press("s")  # shortcut: save
         page.wait_for_function("document.querySelector('#progress').innerText.includes('1 of 3')", timeout=30_000)
         browser.close()
     shutil.copy(shot, REPO / "docs" / "img" / "editor.png")
