@@ -303,6 +303,14 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_ui(args) -> int:
+    from .annotate.editor import launch
+
+    print(f"correction editor for {args.workspace} (Ctrl-C to stop)")
+    launch(args.workspace, host=args.host, port=args.port, share=args.share, auth=args.auth)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="annotassist",
@@ -421,6 +429,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warm-start", action="store_true", help="start each round from the previous round's model")
     p.add_argument("--device")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("ui", help="open the correction editor in the browser (queued images, most useful first)")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
+    p.add_argument("--port", type=int, help="port (default: Gradio's, 7860 or the next free one)")
+    p.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link")
+    p.add_argument("--auth", help="USER:PASSWORD for basic login (or set ANNOTASSIST_AUTH)")
+    p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("synth", help="write the synthetic demo set (list layout)")
     p.add_argument("--out", required=True)
