@@ -109,10 +109,13 @@ class EditorAnnotator:
         return f"{len(ids)} images queued in the editor"
 
     def collect(self, round_: int, ids: list[int], poll_seconds: float, log) -> str:
-        from .annotate.editor import start_editor
+        from .annotate.editor import launch
 
-        self.app, url = start_editor(self.ws.root, **self.opts.annotator_options)
-        log(f"  correct the {len(ids)} queued images in the editor: {url}")
+        opts = self.opts.annotator_options
+        self.app = launch(self.ws.root, host=opts.get("host", "127.0.0.1"), port=opts.get("port"),
+                          prevent_thread_lock=True, quiet=True)
+        log(f"  correct the {len(ids)} queued images in the editor: {self.app.local_url} (the loop goes on once "
+            "they are saved)")
         try:
             while left := _waiting(self.ws, ids):
                 time.sleep(min(poll_seconds, 2.0))

@@ -159,3 +159,36 @@ def test_loop_trains_and_scores_under_torchrun(tmp_path):
         # both ranks' shards of the pool were scored and folded into the workspace
         assert len(w.scores(0)) == 36
         assert len(w.selections(0)) == 4
+
+
+def test_loop_waits_for_the_editor_and_goes_on_when_the_round_is_saved(tmp_path):
+    """--annotator gradio: the loop opens the editor, waits, and trains the next round once every queued image
+    is saved (here a person accepts each pre-annotation through the editor's own API)."""
+    from gradio_client import Client
+
+    ws = tmp_path / "ws"
+    args = [sys.executable, "-m", "annotassist", "loop", "--project", "demo", "--workspace", str(ws), "--rounds", "1",
+            "--budget", "3", "--device", "cpu", "--annotator", "gradio"] + [a for s in TINY for a in ("--set", s)]
+    proc = subprocess.Popen(args, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url, seen = None, []
+        for line in proc.stdout:
+            seen.append(line)
+            if "in the editor: http" in line:
+                url = line.split("in the editor: ")[1].split()[0]
+                break
+        assert url, "".join(seen[-30:])
+        client = Client(url, verbose=False)
+        client.predict(api_name="/start")
+        for _ in range(3):
+            client.predict(api_name="/accept")
+        rest = proc.communicate(timeout=300)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, rest[-3000:]
+    with Workspace(ws) as w:
+        assert [x["labeled_count"] for x in w.rounds()] == [4, 7]
+        picked = [i for i, *_ in w.selections(0)]
+        assert all(w.image(i).state == "labeled" and w.masks(i, "human")[-1].source.startswith("editor")
+                   for i in picked), [w.masks(i, "human") for i in picked]
