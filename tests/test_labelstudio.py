@@ -14,11 +14,11 @@ import urllib.request
 import httpx
 import numpy as np
 import pytest
-from label_studio_sdk.converter.brush import mask2rle
+from label_studio_sdk.converter.brush import decode_rle, mask2rle
 
 from annotassist.annotate.labelstudio import BACKEND, LabelStudioSync, pending
 from annotassist.annotate.lsclient import LabelStudioError
-from annotassist.annotate.rle import rle_to_mask
+from annotassist.annotate.rle import decode, rle_to_mask
 from annotassist.annotate.simulated import correction_cost
 from annotassist.annotate.webhook import WebhookReceiver
 from annotassist.data.masks import read_mask
@@ -318,14 +318,18 @@ def test_webhook_receiver_wakes_on_annotation_events(ws, ls, api, request):
         assert [c.name for c in sync.pull().pulled] == [ws.image(i).name]
 
 
-def test_browser_shows_the_pre_annotation(ws, ls, request):
-    """Playwright drives Debian's chromium: log in, open a pushed task, see the prediction's colour."""
+def test_browser_shows_the_pre_annotation(ws, ls, api, request):
+    """Playwright drives Debian's chromium: log in, open a pushed task, see the prediction's colour, paint a
+    correction, submit, pull it back."""
     from playwright.sync_api import sync_playwright
 
-    (i,) = queue_with_pseudo(ws, 1)
-    pseudo = pseudo_mask(ws, i, 0)
-    assert (pseudo == 1).any()  # a 'disc', magenta in this palette
-    report = sync_for(ws, ls, request).push()
+    i = ws.images("pool", state="unlabeled")[0].id
+    pseudo = ws.read_oracle(i).copy()
+    pseudo[20:76, 20:76] = 1  # a large 'disc', magenta in this palette
+    ws.add_mask(i, pseudo, "pseudo", 0, mark_labeled=False)
+    ws.set_state([i], "queued")
+    sync = sync_for(ws, ls, request)
+    report = sync.push()
     tid = task_id(ws, i)
     args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync"]
@@ -336,16 +340,39 @@ def test_browser_shows_the_pre_annotation(ws, ls, request):
         page.fill("input[name=email]", ls.email)
         page.fill("input[name=password]", ls.password)
         page.click("button[type=submit]")
-        page.wait_for_url("**/projects/**", timeout=60000)
+        page.wait_for_load_state("networkidle")
+        assert "/user/login" not in page.url, "login failed"
         page.goto(f"{ls.url}/projects/{report.project_id}/data?task={tid}")
         page.wait_for_selector("canvas", timeout=60000)
         page.wait_for_timeout(3000)  # the brush layer is painted after the image loads
         shot = REPO / "docs" / "img" / "labelstudio.png"
         shot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shot))
+        # then correct it as a person would: pick 'box', paint a stroke across the lower part, submit
+        page.get_by_text("box", exact=True).first.click()
+        area = page.locator("canvas").first.bounding_box()
+        scale = area["height"] / pseudo.shape[0]
+        y = area["y"] + 84.5 * scale
+        page.mouse.move(area["x"] + 8 * scale, y)
+        page.mouse.down()
+        page.mouse.move(area["x"] + 70 * scale, y, steps=25)
+        page.mouse.up()
+        page.get_by_role("button", name="Submit").click()
+        page.wait_for_timeout(2000)
         browser.close()
     from PIL import Image
 
     px = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     magenta = (px[..., 0] > 150) & (px[..., 2] > 150) & (px[..., 1] < 110)
-    assert magenta.sum() > 200, f"no magenta brush pixels in {shot}"
+    # the 56x56 brush is drawn ~7x larger on the canvas; the UI's own magenta (the label chip) is tiny
+    assert magenta.sum() > 20000, f"the pre-annotation's magenta brush is not visible in {shot}"
+
+    # the browser's own RLE encoder (literal chunks, unlike the SDK's) decodes exactly as the SDK decodes it
+    (ann,) = api.get(f"/api/tasks/{tid}").json()["annotations"]
+    for res in ann["result"]:
+        assert np.array_equal(decode(res["value"]["rle"]), decode_rle(res["value"]["rle"]))
+    (change,) = sync.pull().pulled
+    label = ws.read_label(i)
+    stroke = label[78:92, 12:66] == CLASSES.index("box")
+    assert change.changed_pixels > 40 and (stroke.sum(axis=0) >= 2).all()  # a few pixels thick, all along
+    assert (label[22:74, 22:74] == 1).all()  # the accepted pre-annotation
