@@ -64,9 +64,9 @@ def ws(ls, synth_src, request, tmp_path):
     w.close()
 
 
-def sync_for(ws, ls, request, **kw) -> LabelStudioSync:
+def sync_for(ws, ls, request, api_key=None, **kw) -> LabelStudioSync:
     kw.setdefault("document_root", ls.document_root)
-    return LabelStudioSync(ws, ls.url, ls.token, title=f"t {request.node.name}"[:60], **kw)
+    return LabelStudioSync(ws, ls.url, api_key or ls.token, title=f"t {request.node.name}"[:60], **kw)
 
 
 def queue_with_pseudo(ws, n: int, round_: int = 0) -> list[int]:
@@ -376,3 +376,13 @@ def test_browser_shows_the_pre_annotation(ws, ls, api, request):
     stroke = label[78:92, 12:66] == CLASSES.index("box")
     assert change.changed_pixels > 40 and (stroke.sum(axis=0) >= 2).all()  # a few pixels thick, all along
     assert (label[22:74, 22:74] == 1).all()  # the accepted pre-annotation
+
+
+def test_personal_access_token(ws, ls, api, request):
+    """Real users have personal access tokens (JWT refresh tokens), exchanged for short-lived access tokens."""
+    pat = api.post("/api/token/").json()["token"]
+    (i,) = queue_with_pseudo(ws, 1)
+    sync = sync_for(ws, ls, request, api_key=pat)
+    assert sync.push().created == [ws.image(i).name]
+    sync.client._access = "expired"  # an access token that no longer works is refreshed once, silently
+    assert sync.pull().waiting == [ws.image(i).name]
