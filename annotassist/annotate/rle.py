@@ -28,6 +28,7 @@ WORD_SIZE = 8
 RLE_SIZES = (3, 4, 8, 16)  # the SDK's run-length field sizes
 HEADER_BITS = 32 + 5 + 4 * 4
 MAX_RUN = 1 << 16  # longest run one 16-bit chunk holds
+_FIELDS = np.array(RLE_SIZES, dtype=np.int64)
 # decoding: streams this long are walked in segments of SEGMENT_BITS at once (below, one walk is quicker)
 PARALLEL_BITS = 1 << 18
 SEGMENT_BITS = 4096
@@ -44,8 +45,9 @@ def mask_to_rle(mask: np.ndarray) -> list[int]:
     if mask.ndim != 2 or mask.size == 0:
         raise RLEError(f"a brush mask must be a non-empty 2-D array, got shape {mask.shape}")
     if mask.dtype == bool:
-        mask = mask.astype(np.uint8) * 255
-    elif not np.issubdtype(mask.dtype, np.integer) or mask.min() < 0 or mask.max() > 255:
+        mask = mask.view(np.uint8) * np.uint8(255)
+    elif mask.dtype != np.uint8 and (not np.issubdtype(mask.dtype, np.integer) or mask.min() < 0
+                                     or mask.max() > 255):
         raise RLEError(f"a brush mask must be bool or integers 0..255, got {mask.dtype}")
     lengths, values = _runs(mask.ravel().astype(np.uint8))
     # every pixel is repeated over R, G, B, A: the runs of the RGBA stream are the pixel runs times 4
@@ -80,53 +82,64 @@ def decode(rle) -> np.ndarray:
 
 
 def _runs(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    starts = np.concatenate(([0], np.flatnonzero(v[1:] != v[:-1]) + 1))
-    lengths = np.diff(np.append(starts, v.size))
-    return lengths.astype(np.int64), v[starts].astype(np.int64)
+    """(run lengths, run values) of a flat uint8 array."""
+    n = v.size
+    # where the value changes, found 8 flags at a time: masks are mostly long runs, so most 8-byte words
+    # of the flag array are zero and only the few others are looked into
+    diff = np.zeros(-(-(n - 1) // 8) * 8, dtype=bool)
+    np.not_equal(v[1:], v[:-1], out=diff[:n - 1])
+    words = np.flatnonzero(diff.view(np.uint64) != 0)
+    hit = diff.reshape(-1, 8)[words]
+    changes = (words[:, None] * 8 + np.arange(1, 9))[hit]
+    starts = np.concatenate(([0], changes))
+    lengths = np.diff(np.append(starts, n))
+    return lengths, v[starts].astype(np.int64)
 
 
 def _encode_runs(lengths: np.ndarray, values: np.ndarray, num: int) -> list[int]:
     if num >= 1 << 32:
         raise RLEError(f"{num} values do not fit the format's 32-bit count")
-    # runs longer than 65536 are written as full 65536 chunks followed by the rest, as the SDK does
-    n_full = np.where(lengths > MAX_RUN, (lengths - 1) // MAX_RUN, 0)
-    rest = lengths - n_full * MAX_RUN
-    # the field size each run's last chunk uses: 1 -> literal of one, then 3/4/8/16 bits by length
-    idx = np.select([lengths <= 8, lengths <= 16, lengths <= 256], [0, 1, 2], 3)
-    field = np.array(RLE_SIZES, dtype=np.int64)[idx]
-    flag = (lengths > 1).astype(np.int64)
-    nbits = 1 + 2 + field + WORD_SIZE
-    codes = (flag << (nbits - 1)) | (idx << (field + WORD_SIZE)) | ((rest - 1) << WORD_SIZE) | values
-    if n_full.any():
+    rest = lengths
+    long_runs = lengths.max() > MAX_RUN
+    if long_runs:  # runs over 65536 are written as full 65536 chunks followed by the rest, as the SDK does
+        n_full = np.where(lengths > MAX_RUN, (lengths - 1) // MAX_RUN, 0)
+        rest = lengths - n_full * MAX_RUN
+    # each run's (last) chunk: a run of 1 is a literal of one, longer ones repeats with a 3/4/8/16-bit field
+    idx = (lengths > 8).astype(np.int64) + (lengths > 16) + (lengths > 256)  # which field size: 0..3
+    field = _FIELDS[idx]
+    nbits = field + (3 + WORD_SIZE)
+    codes = ((((lengths > 1) << 2 | idx) << field | (rest - 1)) << WORD_SIZE) | values
+    if long_runs:
         per_run = n_full + 1
         run_of = np.repeat(np.arange(lengths.size), per_run)
         is_last = np.arange(run_of.size) - np.repeat(np.cumsum(per_run) - per_run, per_run) == n_full[run_of]
         full_code = (1 << 26) | (3 << 24) | ((MAX_RUN - 1) << WORD_SIZE) | values[run_of]
         codes = np.where(is_last, codes[run_of], full_code)
         nbits = np.where(is_last, nbits[run_of], 27)
-    rs_bits = 0
-    for s in RLE_SIZES:
-        rs_bits = (rs_bits << 4) | (s - 1)
-    head_codes = np.array([num, ((WORD_SIZE - 1) << 16) | rs_bits], dtype=np.int64)
-    codes = np.concatenate((head_codes, codes)).astype(np.uint64)
-    nbits = np.concatenate(([32, 21], nbits)).astype(np.int64)
-    return _pack(codes, nbits)
+    return _pack(codes.astype(np.uint64), nbits, num)
 
 
-def _pack(codes: np.ndarray, nbits: np.ndarray) -> list[int]:
-    """Concatenate variable-length bit codes (each <= 32 bits) MSB first into bytes, with the SDK's padding."""
-    starts = np.cumsum(nbits) - nbits
-    total = int(starts[-1] + nbits[-1])
-    nbytes = total // 8 + 1  # the SDK pads 1..8 zero bits, so always one byte past the last full one
-    first = starts >> 3
-    # place each code in a 40-bit window starting at its first byte; codes never share bits, so adding
-    # the window's bytes into the output is the same as OR-ing them
-    window = codes << (40 - (starts & 7) - nbits).astype(np.uint64)
-    out = np.zeros(nbytes + 5, dtype=np.float64)
-    for k in range(5):
-        part = ((window >> np.uint64(32 - 8 * k)) & np.uint64(0xFF)).astype(np.float64)
-        out += np.bincount(first + k, weights=part, minlength=nbytes + 5)
-    return out[:nbytes].astype(np.uint8).tolist()
+def _pack(codes: np.ndarray, nbits: np.ndarray, num: int) -> list[int]:
+    """The header, then the chunks' bit codes (each <= 27 bits) MSB first, then the SDK's padding."""
+    ends = np.cumsum(nbits) + HEADER_BITS
+    starts = ends - nbits
+    nbytes = int(ends[-1]) // 8 + 1  # the SDK pads 1..8 zero bits: always one byte past the last full one
+    # each code lands in one 32-bit word or straddles two: shifted into a 64-bit window that starts at its
+    # first word, the high half goes to that word and the low half to the next. Codes are in stream order
+    # and never share bits, so OR-reducing each word's pieces assembles it.
+    word = starts >> 5
+    window = codes << (64 - (starts & 31) - nbits).astype(np.uint64)
+    first = np.concatenate(([0], np.flatnonzero(word[1:] != word[:-1]) + 1))
+    words = np.zeros(nbytes // 4 + 3, dtype=np.uint64)
+    words[word[first]] |= np.bitwise_or.reduceat(window >> np.uint64(32), first)
+    words[word[first] + 1] |= np.bitwise_or.reduceat(window & np.uint64(0xFFFFFFFF), first)
+    out = words.astype(">u4").view(np.uint8)[:nbytes].copy()
+    # header: count (32 bits), word size - 1 (5), field sizes - 1 (4 x 4), in the top 53 bits of 7 bytes
+    head = num
+    for v, width in [(WORD_SIZE - 1, 5)] + [(f - 1, 4) for f in RLE_SIZES]:
+        head = (head << width) | v
+    out[:7] |= np.frombuffer((head << 3).to_bytes(7, "big"), dtype=np.uint8)
+    return out.tolist()
 
 
 def _chunks(rle) -> tuple[int, np.ndarray, np.ndarray]:
