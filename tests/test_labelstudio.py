@@ -6,6 +6,7 @@ reference encoder, so our decoder is checked against the format the server store
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import threading
@@ -318,7 +319,7 @@ def test_webhook_receiver_wakes_on_annotation_events(ws, ls, api, request):
         assert [c.name for c in sync.pull().pulled] == [ws.image(i).name]
 
 
-def test_browser_shows_the_pre_annotation(ws, ls, api, request):
+def test_browser_shows_the_pre_annotation(ws, ls, api, request, tmp_path):
     """Playwright drives Debian's chromium: log in, open a pushed task, see the prediction's colour, paint a
     correction, submit, pull it back."""
     from playwright.sync_api import sync_playwright
@@ -345,8 +346,7 @@ def test_browser_shows_the_pre_annotation(ws, ls, api, request):
         page.goto(f"{ls.url}/projects/{report.project_id}/data?task={tid}")
         page.wait_for_selector("canvas", timeout=60000)
         page.wait_for_timeout(3000)  # the brush layer is painted after the image loads
-        shot = REPO / "docs" / "img" / "labelstudio.png"
-        shot.parent.mkdir(parents=True, exist_ok=True)
+        shot = tmp_path / "labelstudio.png"
         page.screenshot(path=str(shot))
         # then correct it as a person would: pick 'box', paint a stroke across the lower part, submit
         page.get_by_text("box", exact=True).first.click()
@@ -365,6 +365,10 @@ def test_browser_shows_the_pre_annotation(ws, ls, api, request):
     px = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     magenta = (px[..., 0] > 150) & (px[..., 2] > 150) & (px[..., 1] < 110)
     # the 56x56 brush is drawn ~7x larger on the canvas; the UI's own magenta (the label chip) is tiny
+    readme_copy = REPO / "docs" / "img" / "labelstudio.png"  # the README's picture; refresh on request
+    if not readme_copy.exists() or os.environ.get("ANNOTASSIST_UPDATE_SCREENSHOTS"):
+        readme_copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, readme_copy)
     assert magenta.sum() > 20000, f"the pre-annotation's magenta brush is not visible in {shot}"
 
     # the browser's own RLE encoder (literal chunks, unlike the SDK's) decodes exactly as the SDK decodes it
