@@ -311,6 +311,58 @@ def cmd_ui(args) -> int:
     return 0
 
 
+def cmd_push(args) -> int:
+    from .annotate.labelstudio import LabelStudioSync
+    from .workspace import Workspace
+
+    with Workspace(args.workspace) as ws:
+        sync = LabelStudioSync(ws, args.url, document_root=args.document_root, title=args.project)
+        try:
+            r = sync.push(round_=args.round)
+        finally:
+            sync.close()
+    print(f"Label Studio {args.url}, project {r.project_id} '{r.project_title}' (images via {r.images}):")
+    print(f"  {len(r.created)} new tasks, {len(r.updated)} given a newer prediction, {len(r.unchanged)} unchanged, "
+          f"{len(r.without_prediction)} without a pseudo mask")
+    print(f"  label them at {args.url}/projects/{r.project_id}/data, then run "
+          f"'annotassist pull --workspace {args.workspace} --url {args.url}'")
+    return 0
+
+
+def cmd_pull(args) -> int:
+    from .annotate.labelstudio import LabelStudioSync, pending
+    from .workspace import Workspace
+
+    with Workspace(args.workspace) as ws:
+        unpainted = 255 if args.unpainted == "ignore" else _class_id(ws, args.unpainted)
+        sync = LabelStudioSync(ws, args.url, title=args.project, unpainted=unpainted)
+        try:
+            r = sync.pull()
+        finally:
+            sync.close()
+        waiting = pending(ws)
+    print(f"pulled {len(r.pulled)} corrected masks from {args.url}; {waiting} still waiting in Label Studio")
+    for c in r.pulled:
+        changed = "no pre-annotation" if c.changed_pixels is None else \
+            f"{c.changed_pixels} pixels changed in {c.changed_regions} regions"
+        print(f"  {c.name}: task {c.task_id}, {changed}, {c.labeled_pixels} labeled pixels")
+    for title, names in (("skipped/cancelled in Label Studio (left in review)", r.skipped),
+                         ("tasks deleted in Label Studio (back to unlabeled)", r.deleted),
+                         ("bad annotations, skipped", r.problems)):
+        if names:
+            print(f"{len(names)} {title}:")
+            for n in names:
+                print(f"  - {n}")
+    return 0
+
+
+def _class_id(ws, name: str) -> int:
+    classes = ws.config.dataset.classes
+    if name in classes:
+        return classes.index(name)
+    raise AnnotassistError(f"--unpainted {name}: not a class of {ws.root} ({', '.join(classes)}); or 'ignore'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="annotassist",
@@ -445,6 +497,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("push", help="send queued images with their pseudo-masks to Label Studio as tasks",
+                       description="API key from LABEL_STUDIO_API_KEY (legacy token or personal access token). "
+                                   "Images are served from local-files storage when they lie under "
+                                   "LOCAL_FILES_DOCUMENT_ROOT (or --document-root), uploaded otherwise.")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--to", choices=["labelstudio"], default="labelstudio")
+    p.add_argument("--url", required=True, help="Label Studio's address, e.g. http://localhost:8080")
+    p.add_argument("--round", type=int, help="push this round's pseudo masks (default: each image's newest)")
+    p.add_argument("--project", help="project title (default: derived from the workspace)")
+    p.add_argument("--document-root", help="the server's LOCAL_FILES_DOCUMENT_ROOT, if it shares this disk")
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("pull", help="bring submitted Label Studio annotations back as human masks")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--url", required=True)
+    p.add_argument("--project", help="project title (default: derived from the workspace)")
+    p.add_argument("--unpainted", default="ignore", help="what unpainted pixels become: ignore (255) or a class")
+    p.set_defaults(func=cmd_pull)
     return parser
 
 

@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 bash scripts/browser.sh >/dev/null
+bash scripts/labelstudio.sh >/dev/null
 exec "$VENV/bin/python" -m pytest tests "$@"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Label Studio 1.23.2 for the integration tests and for trying the sync locally, in its OWN virtual
+# environment: it pins label-studio-sdk==2.1.2 and ~1 GB of Django dependencies that must not mix with the
+# project's .venv. Created once, reused when present (idempotent). Prints the venv path.
+#   LS_VENV=.ls-venv (default, in the repo root, gitignored)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LS_VENV=${LS_VENV:-.ls-venv}
+LS_VERSION=1.23.2
+if [ ! -x "$LS_VENV/bin/label-studio" ] || [ ! -f "$LS_VENV/.installed-$LS_VERSION" ]; then
+  log=$(mktemp)
+  # pip's output goes to a log shown only on failure, so the test run stays quiet
+  if ! { python3 -m venv "$LS_VENV" \
+         && "$LS_VENV/bin/python" -m pip install -q --upgrade pip \
+         && "$LS_VENV/bin/python" -m pip install -q "label-studio==$LS_VERSION"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "scripts/labelstudio.sh: installing label-studio==$LS_VERSION into $LS_VENV failed (log above)" >&2
+    rm -f "$log"
+    exit 1
+  fi
+  rm -f "$log"
+  touch "$LS_VENV/.installed-$LS_VERSION"
+fi
+echo "$LS_VENV"

@@ -1,0 +1,90 @@
+"""A real Label Studio server for the integration tests, from the .ls-venv that scripts/labelstudio.sh makes.
+
+Started once per test session on a free loopback port with a temporary data dir, a known user and legacy
+token, local-files serving under a temporary document root, webhooks to 127.0.0.1 allowed; stopped after.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+LS_VENV = Path(os.environ.get("LS_VENV", REPO / ".ls-venv"))
+if not LS_VENV.is_absolute():
+    LS_VENV = REPO / LS_VENV
+START_TIMEOUT = 180  # first start runs the database migrations (~35 s on 2 cores, more when busy)
+
+
+@dataclass
+class Server:
+    url: str
+    token: str
+    email: str
+    password: str
+    document_root: Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(tmp: Path):
+    exe = LS_VENV / "bin" / "label-studio"
+    if not exe.exists():
+        pytest.fail(f"Label Studio is not installed at {LS_VENV}: run 'bash scripts/labelstudio.sh' first "
+                    "(it makes the server's own virtual environment; scripts/test.sh does it for you)",
+                    pytrace=False)
+    root, data = tmp / "document-root", tmp / "ls-data"
+    root.mkdir()
+    data.mkdir()
+    port = free_port()
+    server = Server(f"http://127.0.0.1:{port}", "annotassist-test-token-0123", "tester@example.com",
+                    "tester-password-1", root)
+    env = {**os.environ,
+           "LATEST_VERSION_CHECK": "false", "LABEL_STUDIO_BASE_DATA_DIR": str(data),
+           "LABEL_STUDIO_USERNAME": server.email, "LABEL_STUDIO_PASSWORD": server.password,
+           "LABEL_STUDIO_USER_TOKEN": server.token, "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+           "LOCAL_FILES_SERVING_ENABLED": "true", "LOCAL_FILES_DOCUMENT_ROOT": str(root),
+           "SSRF_PROTECTION_ENABLED": "false", "DJANGO_DB": "sqlite"}
+    env.pop("LABEL_STUDIO_API_KEY", None)
+    log = open(tmp / "label-studio.log", "w")
+    proc = subprocess.Popen([str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port",
+                             str(port)], cwd=data, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.time() + START_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"Label Studio exited with {proc.returncode} while starting; log: "
+                        f"{(tmp / 'label-studio.log').read_text()[-3000:]}", pytrace=False)
+        try:
+            if httpx.get(server.url + "/health", timeout=2).json().get("status") == "UP":
+                break
+        except (httpx.HTTPError, ValueError):
+            pass
+        if time.time() > deadline:
+            stop(proc)
+            pytest.fail(f"Label Studio did not answer /health within {START_TIMEOUT} s; log: "
+                        f"{(tmp / 'label-studio.log').read_text()[-3000:]}", pytrace=False)
+        time.sleep(1)
+    return server, proc, log
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop the server's process group (label-studio runs Django's server as a child)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
