@@ -82,16 +82,21 @@ class LabelStudioAnnotator:
                                     api_key=opts.annotator_options.get("api_key"))
 
     def push(self, round_: int, ids: list[int]) -> str:
-        report = self.sync.push(round_=round_, image_ids=ids)
-        return str(report)
+        r = self.sync.push(round_=round_, image_ids=ids)
+        return (f"project {r.project_id}: {len(r.created)} new tasks, {len(r.updated)} given this round's "
+                f"prediction, {len(r.unchanged)} unchanged; label them at {self.sync.url}/projects/{r.project_id}")
 
     def collect(self, round_: int, ids: list[int], poll_seconds: float, log) -> str:
-        waited = 0.0
+        pulled, pixels, waited = 0, 0, 0.0
         while True:
-            report = self.sync.pull()
+            r = self.sync.pull()
+            pulled += len(r.pulled)
+            pixels += sum(c.changed_pixels or 0 for c in r.pulled)
+            for name in r.problems:
+                log(f"  not pulled (fix it in Label Studio): {name}")
             left = _waiting(self.ws, ids)
             if not left:
-                return str(report)
+                return f"{pulled} corrections pulled ({pixels} pixels changed)"
             if waited == 0.0 or waited % 300 < poll_seconds:
                 log(f"  waiting for {len(left)} of {len(ids)} images in Label Studio ({self.sync.url}); "
                     f"checking every {poll_seconds:g} s")

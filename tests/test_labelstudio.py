@@ -390,3 +390,61 @@ def test_personal_access_token(ws, ls, api, request):
     assert sync.push().created == [ws.image(i).name]
     sync.client._access = "expired"  # an access token that no longer works is refreshed once, silently
     assert sync.pull().waiting == [ws.image(i).name]
+
+
+def test_loop_with_the_labelstudio_annotator_killed_while_pushing_and_pulling(ls, synth_src, api, tmp_path):
+    """`annotassist loop --annotator labelstudio` pushes the round's images, waits while a person corrects them
+    through Label Studio's API, pulls the corrections and trains the next round on them; SIGKILLed after the
+    first task is pushed and again after the first correction is pulled, reruns finish with no duplicate task
+    and no lost correction."""
+    import signal
+    import subprocess
+    import sys
+
+    data = ls.document_root / "data-loop"
+    shutil.copytree(synth_src, data)
+    ws_path = tmp_path / "ws"
+    sets = ["synthetic.num_pool=10", "synthetic.num_val=2", "pool.initial_labeled=2", "train.max_iters=4",
+            "train.crop_size=32", "train.image_scale=0.34", "train.batch_size=2", "model.weights=none",
+            "train.num_workers=0", "acquire.num_workers=0", "loop.poll_seconds=1", "train.eval_every=0"]
+    args = [sys.executable, "-m", "annotassist", "loop", "--project", "demo", "--workspace", str(ws_path),
+            "--data", str(data), "--rounds", "1", "--budget", "2", "--device", "cpu", "--annotator", "labelstudio",
+            "--url", ls.url] + [a for s in sets for a in ("--set", s)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "LABEL_STUDIO_API_KEY": ls.token,
+           "LOCAL_FILES_DOCUMENT_ROOT": str(ls.document_root)}
+    r = subprocess.run(args, cwd=REPO, env={**env, "ANNOTASSIST_KILL_AT": "labelstudio.push:1"},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == -signal.SIGKILL, r.stdout[-2000:] + r.stderr[-2000:]
+    proc = subprocess.Popen(args, cwd=REPO, env={**env, "ANNOTASSIST_KILL_AT": "labelstudio.pull:1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "waiting for 2 of 2 images in Label Studio" in line:
+                break
+        else:
+            raise AssertionError("".join(seen[-40:]))
+        corrected = {}
+        with Workspace(ws_path) as w:  # a reader beside the running loop (WAL)
+            for i, *_ in w.selections(0):
+                fixed = w.read_oracle(i).copy()
+                fixed[-10:, -10:] = 4  # the person paints a ring the model never predicted there
+                annotate(api, task_id(w, i), fixed)
+                corrected[i] = fixed
+        proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    r = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "continuing after an interruption" in r.stdout
+    with Workspace(ws_path) as w:
+        assert [x["labeled_count"] for x in w.rounds()] == [2, 4]
+        for i, fixed in corrected.items():
+            human = w.masks(i, "human")
+            assert len(human) == 1 and human[0].source.startswith("labelstudio") and human[0].round == 0
+            np.testing.assert_array_equal(read_mask(human[0].path, len(CLASSES)), fixed)
+        assert pending(w) == 0
+        project = int(w.db.execute("SELECT project FROM sync LIMIT 1").fetchone()[0])
+    assert len(project_tasks(api, project)) == 2  # the killed push was not repeated as new tasks

@@ -27,6 +27,7 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
+from .. import faults
 from ..data.masks import IGNORE, read_mask
 from .lsclient import LabelStudioClient, LabelStudioError
 from .rle import RLEError, mask_to_rle, rle_to_mask
@@ -220,6 +221,7 @@ class LabelStudioSync:
             with ws.transaction():  # the sync id and the state change land together or not at all
                 ws.set_sync_id(rec.id, BACKEND, str(task_id), str(project))
                 ws.set_state([rec.id], "in_review", reason=f"pushed to Label Studio task {task_id}")
+            faults.point("labelstudio.push")
         if latest_round is not None:
             self.client.patch(f"/api/projects/{project}", json={"model_version": model_version(latest_round),
                                                                  "sampling": "Uncertainty sampling"})
@@ -333,6 +335,7 @@ class LabelStudioSync:
                         changed_regions=regions)
             report.pulled.append(ImageChange(rec.name, int(task_id), int(ann["id"]), pixels, regions,
                                              int((mask != IGNORE).sum())))
+            faults.point("labelstudio.pull")
         return report
 
     # -- webhooks ----------------------------------------------------------------------------------------
