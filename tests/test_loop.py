@@ -192,3 +192,27 @@ def test_loop_waits_for_the_editor_and_goes_on_when_the_round_is_saved(tmp_path)
         picked = [i for i, *_ in w.selections(0)]
         assert all(w.image(i).state == "labeled" and w.masks(i, "human")[-1].source.startswith("editor")
                    for i in picked), [w.masks(i, "human") for i in picked]
+
+
+def test_demo_then_report(tmp_path):
+    """`annotassist demo` (tiny sizes) runs the loop, plots, exports, and points at the editor; `report` reads
+    the same workspace back as a table with per-class IoU and three PNGs."""
+    from PIL import Image
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = tmp_path / "demo"
+    args = [sys.executable, "-m", "annotassist", "demo", "--out", str(out), "--rounds", "1", "--device", "cpu"]
+    sets = [s for s in TINY if not s.startswith("pool.")] + ["acquire.budget=4", "pool.initial_labeled=4"]
+    r = subprocess.run(args + [a for s in sets for a in ("--set", s)], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "all 1 rounds done" in r.stdout and f"annotassist ui --workspace {out / 'workspace'}" in r.stdout
+    assert (out / "export" / "labeled.txt").read_text().count("\n") == 8
+    r = subprocess.run([sys.executable, "-m", "annotassist", "report", "--workspace", str(out / "workspace")],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    header = r.stdout.splitlines()[0].split()
+    assert header[:3] == ["round", "labeled", "mIoU"] and "star" in header
+    for name in ("learning_curve", "per_class_iou", "selected_classes"):
+        png = out / "workspace" / "report" / f"{name}.png"
+        assert Image.open(png).size[0] > 300, png
