@@ -3,6 +3,7 @@ driven by Playwright drawing a stroke on the canvas."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -12,8 +13,6 @@ import pytest
 from PIL import Image
 
 from annotassist.annotate.layers import LAYER_ALPHA
-from annotassist.data.masks import read_mask
-from annotassist.workspace import Workspace
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -165,9 +164,9 @@ def test_real_browser_stroke_paints_that_class_and_nothing_else(server, tmp_path
         page.goto(url)
         page.wait_for_selector("#editor canvas", timeout=60_000)
         page.wait_for_function("document.querySelector('#progress').innerText.includes('0 of 3')", timeout=30_000)
-        page.wait_for_timeout(1500)  # the background image settles into the canvas
+        page.wait_for_timeout(4000)  # the background image settles into the canvas (slow on a loaded machine)
         page.keyboard.press("3")  # shortcut: the third class's brush (class id 2, "box")
-        page.wait_for_timeout(500)
+        page.wait_for_timeout(1500)
         page.keyboard.press("Escape")
         page.mouse.click(5, 5)  # close the colour popup
         box = page.query_selector("#editor canvas").bounding_box()
@@ -183,7 +182,9 @@ def test_real_browser_stroke_paints_that_class_and_nothing_else(server, tmp_path
         page.keyboard.press("s")  # shortcut: save
         page.wait_for_function("document.querySelector('#progress').innerText.includes('1 of 3')", timeout=30_000)
         browser.close()
-    shutil.copy(shot, REPO / "docs" / "img" / "editor.png")
+    readme_copy = REPO / "docs" / "img" / "editor.png"
+    if not readme_copy.exists() or os.environ.get("ANNOTASSIST_UPDATE_SCREENSHOTS") == "1":
+        shutil.copy(shot, readme_copy)  # the README's screenshot; test runs leave the tree clean
     assert not errors, errors
     got = ws.read_label(first)
     changed = got != pre
