@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from annotassist.config import from_dict  # noqa: E402
 from annotassist.data.layouts import Sample  # noqa: E402
-from annotassist.data.synthetic import CLASSES, generate  # noqa: E402
+from annotassist.data.synthetic import generate  # noqa: E402
 from annotassist.report import table  # noqa: E402
 from annotassist.train.trainer import Trainer  # noqa: E402
 
