@@ -177,6 +177,9 @@ def test_real_browser_stroke_paints_that_class_and_nothing_else(server, tmp_path
         page.mouse.move(cx + 90, cy + 40, steps=12)
         page.mouse.up()
         page.wait_for_function("document.querySelector('#unsaved').innerText.includes('Unsaved')", timeout=10_000)
+        # the editor turns the stroke into its layer image asynchronously (canvas -> blob); on a loaded machine
+        # that lags behind the pointer release, and a save sent before it would carry the old, empty layer
+        page.wait_for_timeout(4000)
         shot = tmp_path / "editor.png"
         page.screenshot(path=str(shot))
         page.keyboard.press("s")  # shortcut: save
