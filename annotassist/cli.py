@@ -20,6 +20,14 @@ def _load(args):
     return load_config(args.config, profile=args.profile, overrides=args.set)
 
 
+def _data_root(args, cfg, ws_path: Path) -> Path:
+    """--data, else dataset.root, else <workspace>/data (where a synthetic set is generated)."""
+    data = Path(args.data or cfg.dataset.root or (ws_path / "data"))
+    if cfg.dataset.layout != "synthetic" and not data.is_dir():
+        raise AnnotassistError(f"data root {data} not found; pass --data DIR or set dataset.root in {cfg.source}")
+    return data
+
+
 def cmd_init(args) -> int:
     from .workspace import Workspace
 
@@ -28,9 +36,7 @@ def cmd_init(args) -> int:
         cfg.pool.initial_labeled = args.labeled
     if args.seed is not None:
         cfg.pool.seed = args.seed
-    data = Path(args.data or cfg.dataset.root or (Path(args.workspace) / "data"))
-    if cfg.dataset.layout != "synthetic" and not data.is_dir():
-        raise AnnotassistError(f"data root {data} not found; pass --data DIR or set dataset.root in {cfg.source}")
+    data = _data_root(args, cfg, Path(args.workspace))
     ws_path = Path(args.workspace)
     if (ws_path / "pool.sqlite").exists():
         ws = Workspace(ws_path)
@@ -255,17 +261,8 @@ def cmd_loop(args) -> int:
         cfg = load_config(config, profile=args.profile, overrides=args.set)
         ws_path = Path(args.workspace or f"runs/{cfg.dataset.name}")
         if not (ws_path / "pool.sqlite").is_file():
-            data = Path(args.data or cfg.dataset.root or (ws_path / "data"))
-            if cfg.dataset.layout == "synthetic" and not (data / cfg.dataset.pool).is_file():
-                from .data.synthetic import generate
-
-                s = cfg.synthetic
-                print(f"generating the synthetic set in {data}")
-                generate(data, num_pool=s.num_pool, num_val=s.num_val, size=s.size, seed=s.seed)
-            elif not data.is_dir():
-                raise AnnotassistError(f"data root {data} not found; pass --data DIR (the dataset's folder) or set "
-                                       f"dataset.root in {config}")
-            with Workspace.create(ws_path, cfg, data) as ws:
+            # a synthetic layout is generated into its root by sync_from_source (data.synthetic.ensure_generated)
+            with Workspace.create(ws_path, cfg, _data_root(args, cfg, ws_path)) as ws:
                 report = ws.sync_from_source()
                 print(f"workspace {ws_path}: {report.added} images, {report.labeled} labeled to start")
                 for p in report.problems:

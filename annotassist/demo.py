@@ -35,7 +35,6 @@ def run_demo(out: str | Path = "runs/demo", rounds: int = 3, config: str | None 
     cfg = load_config(Path(config) if config else find_config("demo"), overrides=overrides)
     if compare:
         return _compare(cfg, out, rounds, device)
-    from .data.synthetic import generate
     from .loop import LoopOptions, run_loop
     from .plots import round_plots
     from .report import round_rows
@@ -45,12 +44,10 @@ def run_demo(out: str | Path = "runs/demo", rounds: int = 3, config: str | None 
     print(f"annotassist demo: {s.num_pool} pool + {s.num_val} evaluation images ({s.size}px, {cfg.num_classes} "
           f"classes), {cfg.pool.initial_labeled} labeled to start, +{cfg.acquire.budget} per round, {rounds} "
           f"rounds of DSSN ({cfg.train.max_iters} steps a round, warm-started); writing to {out}")
-    data, ws_path = out / "data", out / "workspace"
-    if not (data / cfg.dataset.pool).is_file():
-        generate(data, num_pool=s.num_pool, num_val=s.num_val, size=s.size, seed=s.seed)
+    ws_path = out / "workspace"
     if not (ws_path / "pool.sqlite").is_file():
-        with Workspace.create(ws_path, cfg, data) as ws:
-            ws.sync_from_source(progress=False)
+        with Workspace.create(ws_path, cfg, out / "data") as ws:
+            ws.sync_from_source(progress=False)  # generates the synthetic set into out/data
     opts = LoopOptions(rounds=rounds, budget=cfg.acquire.budget, annotator="simulated", device=device)
     result = run_loop(ws_path, opts, cfg)
     with Workspace(ws_path) as ws:

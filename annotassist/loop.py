@@ -158,16 +158,14 @@ def _train(ws, cfg, round_: int, opts: LoopOptions) -> dict:
     else:
         from .train.run import train_workspace
 
-        got, result = train_workspace(ws, cfg, resume="auto", init_weights=init, device=opts.device,
-                                      progress=opts.progress)
-        if result.interrupted:
-            raise KeyboardInterrupt
+        got, _ = train_workspace(ws, cfg, resume="auto", init_weights=init, device=opts.device,
+                                 progress=opts.progress)
     if got != round_:
         raise WorkspaceError(f"{ws.root}: the loop expected to train round {round_} but training recorded round "
                              f"{got}; check 'annotassist status --workspace {ws.root}'")
     info = ws.round_info(round_)
     if info["status"] == "training":
-        raise KeyboardInterrupt  # stopped before the end of training (Ctrl-C under torchrun)
+        raise KeyboardInterrupt  # stopped before the end of training (Ctrl-C, here or under torchrun)
     return info["metrics"] or {}
 
 
@@ -187,8 +185,9 @@ def _score(ws, cfg, round_: int, opts: LoopOptions) -> dict:
 def _select(ws, cfg, round_: int, opts: LoopOptions) -> dict:
     from .acquire.select import select_next
 
-    if ws.selections(round_):  # selected before a crash: the queue is already recorded
-        return {"picked": len(ws.selections(round_))}
+    done = ws.selections(round_)
+    if done:  # selected before a crash: the queue is already recorded
+        return {"picked": len(done)}
     sel = select_next(ws, cfg, opts.strategy, opts.budget, round_=round_)
     return {"picked": len(sel.picks), "message": sel.message}
 
