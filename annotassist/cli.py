@@ -99,9 +99,13 @@ def cmd_export(args) -> int:
     from .workspace import Workspace
 
     with Workspace(args.workspace) as ws:
-        summary = export(ws, args.out, link=args.link)
+        summary = export(ws, args.out, link=args.link, force=args.force)
     print(f"exported {summary['labeled_count']} labeled, {summary['unlabeled_count']} unlabeled, "
           f"{summary['val_count']} val images to {args.out}")
+    if summary["skipped"]:
+        print(f"{len(summary['skipped'])} image(s) not exported:")
+        for p in summary["skipped"]:
+            print(f"  - {p}")
     return 0
 
 
@@ -422,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--link", action="store_true", help="symlink images instead of copying them")
+    p.add_argument("--force", action="store_true",
+                   help="export into a folder that holds other files or overlaps the dataset/workspace (files "
+                        "already there are still never replaced)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("train", help="train DSSN (or the supervised baseline) on a workspace or split files",

@@ -17,7 +17,7 @@ Layouts:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -33,6 +33,13 @@ class Sample:
     name: str  # unique within a dataset: the image's path relative to the root, without extension
     image: Path
     mask: Path | None = None
+
+
+def stays_inside(rel: str) -> bool:
+    """A path from a list or split file that, joined to the dataset root, stays inside it: not absolute and
+    without '..' (checked on the text, so symlinks inside the root may still point anywhere)."""
+    p = PurePosixPath(rel.replace("\\", "/"))
+    return not p.is_absolute() and ".." not in p.parts
 
 
 def _name(path: Path, root: Path) -> str:
@@ -55,6 +62,11 @@ def read_list(list_file: Path, root: Path) -> tuple[list[Sample], list[Problem]]
         if len(parts) > 2:
             problems.append(Problem(str(list_file), f"expected 'IMAGE [MASK]', got {len(parts)} fields",
                                     "one sample per line, paths without spaces", lineno))
+            continue
+        outside = [p for p in parts if not stays_inside(p)]
+        if outside:
+            problems.append(Problem(str(list_file), f"path {outside[0]} leads outside the dataset root {root}",
+                                    "list paths relative to the root, without '..' or a leading '/'", lineno))
             continue
         image = root / parts[0]
         mask = root / parts[1] if len(parts) == 2 else None
@@ -97,6 +109,10 @@ def read_voc(root: Path, split: str, exclude: set[str] = frozenset()) -> tuple[l
     samples = []
     for i in ids:
         if i in exclude:
+            continue
+        if not stays_inside(i):
+            problems.append(Problem(str(root / "ImageSets" / "Segmentation"), f"image id {i} of split '{split}' "
+                                    "leads outside the dataset root", "use plain image ids, as VOC does"))
             continue
         image = images_dir / f"{i}.jpg"
         if not image.is_file():
