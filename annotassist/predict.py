@@ -6,24 +6,19 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
-from .acquire.scoring import SizeBatches
-from .data.datasets import ImageDataset
+from .data.datasets import image_loader
+from .runtime import precision
 
 
 @torch.no_grad()
 def predict_masks(model, records, cfg, device: torch.device, batch_size: int = 4,
                   num_workers: int = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield (image id, mask uint8 (H, W), confidence float16 (H, W)) for image records of the workspace."""
-    scale = cfg.train.image_scale
-    sizes = [(max(1, round(r.height * scale)), max(1, round(r.width * scale))) for r in records]
-    loader = DataLoader(ImageDataset([(k, r.image_path) for k, r in enumerate(records)], scale),
-                        batch_sampler=SizeBatches(sizes, batch_size), num_workers=num_workers)
-    amp = device.type == "cuda" and cfg.train.amp != "off"
+    loader = image_loader(records, cfg.train.image_scale, batch_size, num_workers=num_workers)
     model.eval()
     for index, images in loader:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with precision.autocast(cfg, device):
             logits = model(images.to(device))
         for j, k in enumerate(index.tolist()):
             rec = records[k]

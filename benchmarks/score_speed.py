@@ -27,13 +27,14 @@ def one_pool(n: int, size: int, scores: list[str], batch: int, workers: int, dev
     """Runs inside a child process: build a workspace of n images, train nothing (random weights suffice for
     speed), then time a bare forward pass and the scoring pass over the same images."""
     import torch
-    from torch.utils.data import DataLoader
 
-    from annotassist.acquire.scoring import SizeBatches, score_pool
+    from annotassist.acquire.scoring import score_pool
     from annotassist.config import load_config
-    from annotassist.data.datasets import ImageDataset
+    from annotassist.importer import import_dataset
+    from annotassist.data.datasets import image_loader
     from annotassist.models import RegionDiscriminator, build_model
-    from annotassist.train.checkpoint import atomic_torch_save, fingerprint
+    from annotassist.runtime import precision
+    from annotassist.runtime.checkpoint import atomic_torch_save, fingerprint
     from annotassist.workspace import Workspace
 
     cfg = load_config(ROOT / "configs" / "demo.yaml", overrides=[
@@ -42,7 +43,7 @@ def one_pool(n: int, size: int, scores: list[str], batch: int, workers: int, dev
         f"acquire.num_workers={workers}"])
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.create(Path(tmp) / "ws", cfg, data)
-        ws.sync_from_source(progress=False)
+        import_dataset(ws, progress=False)
         torch.manual_seed(0)
         model, disc = build_model(cfg), RegionDiscriminator(cfg.num_classes)
         round_ = ws.start_round("dssn")
@@ -53,11 +54,9 @@ def one_pool(n: int, size: int, scores: list[str], batch: int, workers: int, dev
         dev = torch.device(device)
         model.to(dev).eval()
         recs = ws.images("pool", state="unlabeled")
-        loader = DataLoader(ImageDataset([(r.id, r.image_path) for r in recs]), num_workers=workers,
-                            batch_sampler=SizeBatches([(r.height, r.width) for r in recs], batch))
-        amp = dev.type == "cuda"
+        loader = image_loader(recs, cfg.train.image_scale, batch, num_workers=workers)
         t0 = time.perf_counter()
-        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.inference_mode(), precision.autocast(cfg, dev):
             for _, images in loader:
                 model(images.to(dev)).float().softmax(1)
         if dev.type == "cuda":

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from .. import faults
-from ..data.datasets import ImageDataset
+from ..data.datasets import image_loader
 from ..errors import AnnotassistError
-from ..train import distributed as dist_utils
-from ..train.checkpoint import load_model
+from ..runtime import distributed as dist_utils
+from ..runtime import precision
+from ..runtime.checkpoint import load_model
 from .scores import SCORES, ScoreInput, class_weights
 
 MODEL_FREE = {"random"}  # scores that need no forward pass
@@ -44,23 +44,6 @@ class ScoringReport:
         return (self.scored + self.embedded) / self.seconds if self.seconds > 0 else 0.0
 
 
-class SizeBatches(Sampler[list[int]]):
-    """Batches of images of the same size (stacked without padding); rank r takes every world-th batch."""
-
-    def __init__(self, sizes: list[tuple[int, int]], batch_size: int, rank: int = 0, world: int = 1):
-        groups = defaultdict(list)
-        for i, s in enumerate(sizes):
-            groups[s].append(i)
-        batches = [idx[k: k + batch_size] for idx in groups.values() for k in range(0, len(idx), batch_size)]
-        self.batches = batches[rank::world]
-
-    def __iter__(self):
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
 def _encode(a: np.ndarray) -> dict:
     a = np.asarray(a, dtype=np.float16)
     return {"shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode()}
@@ -73,8 +56,7 @@ def _decode(d: dict) -> np.ndarray:
 def _pending(ws, round_: int, names: list[str]) -> tuple[list, list, int]:
     """(unlabeled records to score, labeled records to embed, how many were already done)."""
     have = ws.scores(round_)
-    emb = set(ws.db.execute("SELECT image_id FROM embeddings WHERE round = ?", (round_,)).fetchall())
-    emb = {r[0] for r in emb}
+    emb = ws.embedded_ids(round_)
     to_score, to_embed, done = [], [], 0
     for rec in ws.images("pool", state="unlabeled"):
         if rec.id in emb and all(n in have.get(rec.id, {}) for n in names):
@@ -129,7 +111,6 @@ def score_pool(ws, cfg, names: list[str], *, round_: int | None = None, device: 
     if needs_disc and disc is None:
         print("note: this model has no region-relevance discriminator (region.enabled: false); "
               "region_relevance is NaN for every image")
-    amp = dev.type == "cuda" and cfg.train.amp != "off"
     pixels = ws.class_pixels("pool").astype(np.float64)
     shares = pixels / pixels.sum() if pixels.sum() > 0 else np.zeros_like(pixels)
     weights = torch.tensor(class_weights(shares, cfg.acquire.class_weight), dtype=torch.float32, device=dev)
@@ -137,14 +118,9 @@ def score_pool(ws, cfg, names: list[str], *, round_: int | None = None, device: 
 
     records = to_score + to_embed
     n_score = len(to_score)
-    scale = cfg.train.image_scale
-    sizes = [(max(1, round(r.height * scale)), max(1, round(r.width * scale))) for r in records]
-    bs = batch_size or cfg.acquire.batch_size
-    sampler = SizeBatches(sizes, bs, dinfo.rank, dinfo.world_size)
-    ds = ImageDataset([(k, r.image_path) for k, r in enumerate(records)], scale)
     workers = cfg.acquire.num_workers if num_workers is None else num_workers
-    loader = DataLoader(ds, batch_sampler=sampler, num_workers=workers, pin_memory=dev.type == "cuda",
-                        prefetch_factor=4 if workers else None)
+    loader = image_loader(records, cfg.train.image_scale, batch_size or cfg.acquire.batch_size, rank=dinfo.rank,
+                          world=dinfo.world_size, num_workers=workers, pin_memory=dev.type == "cuda")
     shard_file = ws.round_dir(round_) / f"scores-rank{dinfo.rank}.jsonl"
     shard = None
     if not dinfo.is_main:
@@ -152,13 +128,13 @@ def score_pool(ws, cfg, names: list[str], *, round_: int | None = None, device: 
         shard = open(shard_file, "a")
     t0 = time.time()
     nan: dict[str, list[str]] = defaultdict(list)
-    bar = tqdm(total=len(sampler), desc=f"scoring round {round_}", unit="batch",
+    bar = tqdm(total=len(loader), desc=f"scoring round {round_}", unit="batch",
                disable=not (progress and dinfo.is_main), dynamic_ncols=True)
     for nb, (index, images) in enumerate(loader):
         if limit_batches is not None and nb >= limit_batches:
             break  # stop early, as a killed process would (for tests of resuming)
         images = images.to(dev, non_blocking=True)
-        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.inference_mode(), precision.autocast(cfg, dev):
             logits, emb = model.predict(images)
             probs = logits.float().softmax(dim=1)
             rel = disc.reliability(probs, images)[:, 0] if (needs_disc and disc is not None) else None

@@ -10,11 +10,12 @@ of workers, on sharding across ranks, or on where a resumed run starts.
 """
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .layouts import Sample
 from .masks import IGNORE, read_image, read_mask
@@ -120,3 +121,30 @@ class ImageDataset(Dataset):
         img, _ = to_tensors(read_image(path))
         img, _ = resize_pair(img, None, self.image_scale)
         return image_id, to_float(img)
+
+
+class SizeBatches(Sampler[list[int]]):
+    """Batches of images of the same size (stacked without padding); rank r takes every world-th batch."""
+
+    def __init__(self, sizes: list[tuple[int, int]], batch_size: int, rank: int = 0, world: int = 1):
+        groups = defaultdict(list)
+        for i, s in enumerate(sizes):
+            groups[s].append(i)
+        batches = [idx[k: k + batch_size] for idx in groups.values() for k in range(0, len(idx), batch_size)]
+        self.batches = batches[rank::world]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def image_loader(records, image_scale: float, batch_size: int, *, rank: int = 0, world: int = 1,
+                 num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """Whole pool images at the working scale, batched by size: yields (positions in `records`, images).
+    `records` are workspace image records (width, height, image_path). Scoring and pre-annotation share it."""
+    sizes = [(max(1, round(r.height * image_scale)), max(1, round(r.width * image_scale))) for r in records]
+    ds = ImageDataset([(k, r.image_path) for k, r in enumerate(records)], image_scale)
+    return DataLoader(ds, batch_sampler=SizeBatches(sizes, batch_size, rank, world), num_workers=num_workers,
+                      pin_memory=pin_memory, prefetch_factor=4 if num_workers else None)

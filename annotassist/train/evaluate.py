@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from .distributed import all_reduce_sum, is_main
+from ..runtime.distributed import all_reduce_sum, is_main
 
 IGNORE = 255
 

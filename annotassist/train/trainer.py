@@ -28,8 +28,9 @@ from ..data.layouts import Sample
 from ..errors import TrainingError
 from ..models import RegionDiscriminator, build_model
 from .. import faults
-from . import checkpoint as ckpt_io
-from . import distributed as dist_utils
+from ..runtime import checkpoint as ckpt_io
+from ..runtime import distributed as dist_utils
+from ..runtime import precision
 from . import dssn, supervised
 from .common import StepContext, unwrap
 from .evaluate import evaluate
@@ -75,14 +76,6 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def _amp_enabled(cfg, device: torch.device) -> bool:
-    if cfg.train.amp == "off":
-        return False
-    if cfg.train.amp == "bf16":
-        return True
-    return device.type == "cuda"
-
-
 def _freeze_bn(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -117,7 +110,7 @@ class Trainer:
         self.progress = progress
         self.dist = dist_utils.setup(device)
         self.device = self.dist.device
-        self.amp = _amp_enabled(cfg, self.device)
+        self.amp = precision.bf16_enabled(cfg, self.device)
         t = cfg.train
         # supervised sees only labeled images: twice the labeled batch, as in the published baseline
         self.batch_size = t.batch_size * (2 if not self.method.NEEDS_UNLABELED else 1)
@@ -263,7 +256,7 @@ class Trainer:
                           unwrap(self.disc) if self.disc is not None else None)
         if self.disc is not None:
             self.disc.eval()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        with precision.autocast(self.cfg, self.device):
             out = self.method.training_step(self.model, self.extra, batch, ctx)
         finite = bool(torch.isfinite(out.loss.detach()))
         if dist_utils.any_rank(not finite, self.device):

@@ -1,0 +1,1 @@
+"""What training, scoring and prediction share at run time: device and processes, precision, checkpoints."""
