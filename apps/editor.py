@@ -7,7 +7,7 @@ Gradio re-imports this file on every change and serves the `demo` it finds. User
 import os
 import sys
 
-from annotassist.annotate.editor import build_app
+from annotassist.ui.editor import build_app
 
 workspace = os.environ.get("ANNOTASSIST_WORKSPACE")
 if not workspace:

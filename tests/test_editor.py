@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annotassist.annotate.layers import LAYER_ALPHA
+from annotassist.ui.layers import LAYER_ALPHA
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -51,7 +51,7 @@ def queued_ws(synth_ws):
 
 @pytest.fixture
 def server(queued_ws):
-    from annotassist.annotate.editor import build_app
+    from annotassist.ui.editor import build_app
 
     app = build_app(queued_ws.root)
     port = free_port()
@@ -204,7 +204,7 @@ def test_real_browser_stroke_paints_that_class_and_nothing_else(server, tmp_path
 def test_basic_auth_from_the_environment_guards_the_page(queued_ws, monkeypatch):
     import httpx
 
-    from annotassist.annotate.editor import launch
+    from annotassist.ui.editor import launch
 
     monkeypatch.setenv("ANNOTASSIST_AUTH", "ann:s3cret")
     port = free_port()
@@ -221,7 +221,7 @@ def test_basic_auth_from_the_environment_guards_the_page(queued_ws, monkeypatch)
 
 
 def test_cli_ui_names_a_missing_workspace_and_a_bad_auth(tmp_path, capsys):
-    from annotassist.annotate.editor import parse_auth
+    from annotassist.ui.editor import parse_auth
     from annotassist.cli import main
     from annotassist.errors import AnnotassistError
 

@@ -20,11 +20,12 @@ from label_studio_sdk.converter.brush import decode_rle, mask2rle
 from annotassist.annotate.labelstudio import BACKEND, LabelStudioSync, pending
 from annotassist.annotate.lsclient import LabelStudioError
 from annotassist.annotate.rle import decode, rle_to_mask
-from annotassist.annotate.simulated import correction_cost
+from annotassist.effort import correction_effort, labeled_pixels
 from annotassist.annotate.webhook import WebhookReceiver
 from annotassist.data.masks import read_mask
 from annotassist.data.synthetic import CLASSES, generate
 from annotassist.workspace import Workspace
+from annotassist.importer import import_dataset
 
 import labelstudio_server
 from conftest import REPO, make_config
@@ -60,7 +61,7 @@ def ws(ls, synth_src, request, tmp_path):
     data = ls.document_root / f"data-{request.node.name}"
     shutil.copytree(synth_src, data)
     w = Workspace.create(tmp_path / "ws", make_config(initial_labeled=2, palette=PALETTE), data)
-    assert w.sync_from_source(progress=False).problems == []
+    assert import_dataset(w, progress=False).problems == []
     yield w
     w.close()
 
@@ -148,7 +149,8 @@ def test_round_trip(ws, ls, api, request):
     assert np.array_equal(ws.read_label(ids[0]), truth)
     human = ws.label_mask(ids[0])
     assert human.kind == "human" and human.round == 0 and "labelstudio" in human.source
-    assert (human.changed_pixels, human.changed_regions) == correction_cost(pseudo, truth)
+    effort = correction_effort(pseudo, truth, labeled_pixels(truth))
+    assert (human.changed_pixels, human.changed_regions) == (effort.pixels, effort.regions)
     assert pulled.pulled[0].changed_pixels == 144 - int((truth[:12, :12] == 2).sum())
     assert [r.state for r in map(ws.image, ids)] == ["labeled", "in_review", "in_review"]
     assert pending(ws) == 2

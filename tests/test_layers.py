@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from annotassist.annotate.layers import (COLOUR_TOLERANCE, LAYER_ALPHA, MIN_ALPHA, check_palette,
+from annotassist.ui.layers import (COLOUR_TOLERANCE, LAYER_ALPHA, MIN_ALPHA, check_palette,
                                          editor_value_to_mask, ignore_colour, layer_to_classes, layers_to_mask,
                                          mask_to_layer, overlay)
 from annotassist.config import voc_palette

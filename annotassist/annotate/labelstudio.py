@@ -29,9 +29,9 @@ import numpy as np
 
 from .. import faults
 from ..data.masks import IGNORE, read_mask
+from ..effort import correction_effort, labeled_pixels
 from .lsclient import LabelStudioClient, LabelStudioError
 from .rle import RLEError, mask_to_rle, rle_to_mask
-from .simulated import correction_cost
 
 BACKEND = "labelstudio"
 FROM_NAME, TO_NAME = "tag", "image"
@@ -326,8 +326,9 @@ class LabelStudioSync:
                                        "skipped, fix it in Label Studio and pull again")
                 continue
             pseudo = ws.masks(rec.id, "pseudo")
-            if pseudo:
-                pixels, regions = correction_cost(read_mask(pseudo[-1].path, len(self.classes)), mask)
+            if pseudo:  # unpainted pixels (ignore) are pixels the person left alone
+                effort = correction_effort(read_mask(pseudo[-1].path, len(self.classes)), mask, labeled_pixels(mask))
+                pixels, regions = effort.pixels, effort.regions
             else:
                 pixels = regions = None
             round_ = pseudo[-1].round if pseudo else ws.current_round()

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-from skimage.measure import label as connected_components
-
 from .. import faults
-from ..data.masks import IGNORE, read_mask
+from ..data.masks import read_mask
+from ..effort import correction_effort, drawing_effort, labeled_pixels
 from .prelabel import newest_pseudo, prelabel
 
 
@@ -25,12 +23,6 @@ class Correction:
     labeled_pixels: int
 
 
-def correction_cost(pre: np.ndarray, truth: np.ndarray) -> tuple[int, int]:
-    """(pixels to change, connected regions to fix) to turn the pre-annotation into the truth."""
-    wrong = (pre != truth) & (truth != IGNORE)
-    return int(wrong.sum()), int(connected_components(wrong, connectivity=2).max()) if wrong.any() else 0
-
-
 def correct(ws, round_: int, image_ids: list[int]) -> list[Correction]:
     """'Correct' every listed image that is not labeled yet; each image's correction is one transaction."""
     out = []
@@ -40,15 +32,15 @@ def correct(ws, round_: int, image_ids: list[int]) -> list[Correction]:
             continue  # corrected before a crash
         truth = ws.read_oracle(image_id)
         pseudo = newest_pseudo(ws, image_id)
-        if pseudo is not None:
-            pixels, regions = correction_cost(read_mask(pseudo.path, ws.config.num_classes), truth)
+        if pseudo is not None:  # where the dataset labels nothing (ignore) the person does nothing either
+            effort = correction_effort(read_mask(pseudo.path, ws.config.num_classes), truth, labeled_pixels(truth))
         else:  # nothing was pushed: the person draws everything
-            pixels, regions = correction_cost(np.full_like(truth, IGNORE - 1), truth)
+            effort = drawing_effort(truth)
         if rec.state != "in_review":
             ws.set_state([image_id], "in_review", reason="simulated annotator")
-        ws.add_mask(image_id, truth, "human", round_, source="simulated annotator", changed_pixels=pixels,
-                    changed_regions=regions)
-        out.append(Correction(image_id, pixels, regions, int((truth != IGNORE).sum())))
+        ws.add_mask(image_id, truth, "human", round_, source="simulated annotator", changed_pixels=effort.pixels,
+                    changed_regions=effort.regions)
+        out.append(Correction(image_id, effort.pixels, effort.regions, int(labeled_pixels(truth).sum())))
         faults.point("pull.image")
     return out
 

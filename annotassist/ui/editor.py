@@ -214,9 +214,7 @@ def _pick(items: list[session.WorkItem], current: int | None, action: str, targe
 
 def _brush_size(ws) -> int:
     """A brush radius in image pixels that suits the pool (Gradio's own default is 25 whatever the size)."""
-    row = ws.db.execute("SELECT MIN(width, height) FROM images WHERE split = 'pool' ORDER BY 1 "
-                        "LIMIT 1 OFFSET (SELECT COUNT(*) / 2 FROM images WHERE split = 'pool')").fetchone()
-    return max(3, round((row[0] if row and row[0] else 256) / 60))
+    return max(3, round((ws.median_side("pool") or 256) / 60))
 
 
 def _item_label(it: session.WorkItem) -> str:

@@ -9,9 +9,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from skimage.measure import label as connected_components
 
 from ..data.masks import IGNORE, read_image, read_mask
+from ..effort import correction_effort
 from ..errors import WorkspaceError
 
 OPEN_STATES = ("queued", "in_review")
@@ -55,7 +55,7 @@ def work_list(ws) -> list[WorkItem]:
     """Images to correct, most useful first: the latest selection's picks in rank order (labeled ones stay, so
     progress can count them), then other queued / in-review images by id."""
     items, seen = [], set()
-    sel_round = ws.db.execute("SELECT MAX(round) FROM selections").fetchone()[0]
+    sel_round = ws.latest_selection_round()
     if sel_round is not None:
         for image_id, rank, _strategy, _score in ws.selections(sel_round):
             rec = ws.image(image_id)
@@ -88,7 +88,7 @@ def open_image(ws, image_id: int) -> Opened:
         start, kind = read_mask(pseudo[-1].path, num), "pseudo"
     else:
         start, kind = np.full((rec.height, rec.width), IGNORE, dtype=np.uint8), "none"
-    round_ = _selection_round(ws, image_id)
+    round_ = ws.selection_round(image_id)
     if round_ is None and pseudo:
         round_ = pseudo[-1].round
     return Opened(image_id, rec.name, image, start, kind, label.id if label else None, round_,
@@ -106,7 +106,8 @@ def save_correction(ws, opened: Opened, mask: np.ndarray, *, force: bool = False
         current = ws.label_mask(opened.image_id)
         if (current.id if current else None) != opened.label_id and not force:
             return Saved(None, seconds=seconds, stale=True)
-        pixels, regions = changes(opened.start_mask, mask)
+        effort = correction_effort(opened.start_mask, mask)  # erasing to ignore took a stroke too: counted
+        pixels, regions = effort.pixels, effort.regions
         round_ = opened.round if opened.round is not None else ws.current_round()
         mask_id = ws.add_mask(opened.image_id, mask, "human", round_, source="editor", changed_pixels=pixels,
                               changed_regions=regions)
@@ -115,13 +116,6 @@ def save_correction(ws, opened: Opened, mask: np.ndarray, *, force: bool = False
                                      "accepted_as_is": accepted, "started_from": opened.start_kind,
                                      "overwrote": current.id if (force and current) else None})
     return Saved(mask_id, pixels, regions, seconds)
-
-
-def changes(before: np.ndarray, after: np.ndarray) -> tuple[int, int]:
-    """(pixels changed, connected regions they form): the person's effort. Unlike the simulated annotator's
-    cost this counts erasing (a class turned into ignore) too, since it took a stroke."""
-    diff = before != after
-    return int(diff.sum()), int(connected_components(diff, connectivity=2).max()) if diff.any() else 0
 
 
 def heatmap(image: np.ndarray, cells: np.ndarray) -> np.ndarray:
@@ -137,11 +131,6 @@ def heatmap(image: np.ndarray, cells: np.ndarray) -> np.ndarray:
     out = (grey * (1 - 0.7 * up) + red * 0.7 * up).clip(0, 255).astype(np.uint8)
     k = max(1, 320 // max(h, w))  # small images are blown up (nearest) so the cells stay readable
     return out.repeat(k, 0).repeat(k, 1)
-
-
-def _selection_round(ws, image_id: int) -> int | None:
-    row = ws.db.execute("SELECT MAX(round) FROM selections WHERE image_id = ?", (image_id,)).fetchone()
-    return row[0]
 
 
 def _unsure_map(ws, round_: int | None, image_id: int) -> tuple[str, np.ndarray] | None:
