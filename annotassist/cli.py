@@ -15,9 +15,28 @@ def _config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="override one config key, e.g. --set train.epochs=3 (repeatable)")
 
 
-def _load(args):
+def _load(args, extra: list[str] | None = None):
     from .config import load_config
-    return load_config(args.config, profile=args.profile, overrides=args.set)
+    return load_config(args.config, profile=args.profile, overrides=list(args.set) + (extra or []))
+
+
+def _apply(ws, args, extra: list[str] | None = None, why: str = "") -> None:
+    """Apply this command's --profile / --set (and option overrides) to the workspace's stored config, once
+    (rank 0 under torchrun; the other ranks read the result) and say what changed."""
+    from .runtime import distributed as dist_utils
+
+    overrides = list(getattr(args, "set", None) or []) + (extra or [])
+    profile = getattr(args, "profile", None)
+    if not (profile or overrides):
+        return
+    dist_utils.setup(getattr(args, "device", None))
+    if dist_utils.is_main():
+        changes = ws.apply_config(profile, overrides, why=why or args.verb)
+        if changes:
+            print(f"config of {ws.root} updated:\n  " + "\n  ".join(changes))
+    dist_utils.barrier()
+    if not dist_utils.is_main():
+        ws.reload_config()
 
 
 def _data_root(args, cfg, ws_path: Path) -> Path:
@@ -29,24 +48,30 @@ def _data_root(args, cfg, ws_path: Path) -> Path:
 
 
 def cmd_init(args) -> int:
+    from .importer import create_workspace, import_dataset, label_from_list
     from .workspace import Workspace
 
-    cfg = _load(args)
-    if args.labeled is not None:
-        cfg.pool.initial_labeled = args.labeled
-    if args.seed is not None:
-        cfg.pool.seed = args.seed
-    data = _data_root(args, cfg, Path(args.workspace))
+    extra = [f"pool.initial_labeled={args.labeled}"] if args.labeled is not None else []
+    extra += [f"pool.seed={args.seed}"] if args.seed is not None else []
+    cfg = _load(args, extra)
     ws_path = Path(args.workspace)
+    data = _data_root(args, cfg, ws_path)
     if (ws_path / "pool.sqlite").exists():
         ws = Workspace(ws_path)
-        print(f"updating existing workspace {ws_path} (masks already in it are kept)")
+        if ws.count(split=None) == 0:
+            # its first init stopped before any image came in: this init's config and data take its place
+            ws.apply_config(replace=cfg, why="init on a workspace that holds no images yet")
+            ws.set_data_root(data)
+            print(f"workspace {ws_path} held no images yet: using {cfg.source} and {data}")
+        else:
+            print(f"updating existing workspace {ws_path} (masks already in it are kept)")
+            _say_what_init_keeps(ws, cfg, data, args)
+        report = import_dataset(ws)
     else:
-        ws = Workspace.create(ws_path, cfg, data)
+        ws, report = create_workspace(ws_path, cfg, data)
     with ws:
-        report = ws.sync_from_source()
         if args.labeled_list:
-            _label_from_list(ws, Path(args.labeled_list))
+            label_from_list(ws, Path(args.labeled_list))
         print(f"added {report.added} images ({report.labeled} labeled), {report.unchanged} unchanged")
         for name in report.changed:
             print(f"  changed since last init: {name}")
@@ -64,25 +89,26 @@ def cmd_init(args) -> int:
     return 1 if (report.problems and args.strict) else 0
 
 
-def _label_from_list(ws, list_file: Path) -> None:
-    """Mark the images named in a list file (first column, as in split files) labeled with their source mask."""
-    from .data.layouts import _name
+def _say_what_init_keeps(ws, cfg, data: Path, args) -> None:
+    """A workspace keeps the config it was made with; say which of this init's settings differ (a --set on a
+    later command changes it explicitly). Another --data is refused: the pool's images live there."""
+    from .config import config_diff
 
-    if not list_file.is_file():
-        raise AnnotassistError(f"{list_file}: labeled list not found")
-    wanted = []
-    for lineno, line in enumerate(list_file.read_text().splitlines(), 1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        first = line.split()[0]
-        name = _name(ws.data_root / first, ws.data_root)
-        try:
-            wanted.append(ws.image_by_name(name))
-        except AnnotassistError:
-            raise AnnotassistError(f"{list_file}:{lineno}: image {first} is not in the pool") from None
-    for rec in wanted:
-        if rec.state != "labeled":
-            ws.add_mask(rec.id, ws.read_oracle(rec.id), "ground_truth", source=str(rec.source_mask_path))
+    if data.resolve() != ws.data_root.resolve():
+        raise AnnotassistError(f"{ws.root} reads its images from {ws.data_root}, not {data}; to import another "
+                               f"dataset start a new workspace (--workspace NEW)")
+    stored = ws.config
+    if not args.profile and stored.profile:  # the profile it was made with still applies
+        from .config import load_config
+        cfg = load_config(args.config, profile=stored.profile, overrides=args.set)
+    diff = [d for d in config_diff(stored, cfg) if not d.startswith("pool.")]
+    if diff:
+        print(f"note: {ws.root} keeps the config it was made with; these settings of {cfg.source} differ and were "
+              f"not applied (change one with --set KEY=VALUE on any command):")
+        for d in diff[:12]:
+            print(f"  {d}")
+        if len(diff) > 12:
+            print(f"  ... and {len(diff) - 12} more")
 
 
 def cmd_status(args) -> int:
@@ -117,12 +143,6 @@ def cmd_synth(args) -> int:
     return 0
 
 
-def _workspace_config(ws, args):
-    """The workspace's stored config, with --profile / --set applied."""
-    from .config import load_config
-    return load_config(ws.root / "config.yaml", profile=args.profile, overrides=args.set)
-
-
 def _print_metrics(metrics: dict, classes: list[str]) -> None:
     from .report import table
 
@@ -133,23 +153,21 @@ def _print_metrics(metrics: dict, classes: list[str]) -> None:
 
 
 def cmd_train(args) -> int:
-    from .train import distributed as dist_utils
+    from .runtime import distributed as dist_utils
 
-    if args.epochs is not None:
-        args.set.append(f"train.epochs={args.epochs}")
-    if args.max_iters is not None:
-        args.set.append(f"train.max_iters={args.max_iters}")
+    extra = [f"train.epochs={args.epochs}"] if args.epochs is not None else []
+    extra += [f"train.max_iters={args.max_iters}"] if args.max_iters is not None else []
     try:
         if args.workspace:
-            from .train.run import train_workspace
+            from .rounds import train_round
             from .workspace import Workspace
 
             with Workspace(args.workspace) as ws:
-                cfg = _workspace_config(ws, args)
-                round_, result = train_workspace(ws, cfg, method=args.method,
-                                                 resume="auto" if args.auto_resume else args.resume,
-                                                 stop_after=args.stop_after, init_weights=args.init_weights,
-                                                 device=args.device)
+                _apply(ws, args, extra)
+                cfg = ws.config
+                round_, result = train_round(ws, method=args.method, warm_start=args.warm_start,
+                                             init_weights=args.init_weights, restart=args.restart_round,
+                                             stop_after=args.stop_after, device=args.device)
             where = f"round {round_} of {args.workspace}"
         else:
             missing = [f for f in ("config", "labeled_list", "out") if not getattr(args, f)]
@@ -158,7 +176,7 @@ def cmd_train(args) -> int:
                                        f"(missing: {', '.join('--' + m.replace('_', '-') for m in missing)})")
             from .train.run import train_lists
 
-            cfg = _load(args)
+            cfg = _load(args, extra)
             data = Path(args.data or cfg.dataset.root or ".")
             result = train_lists(cfg, Path(args.labeled_list), args.unlabeled_list and Path(args.unlabeled_list),
                                  args.val_list and Path(args.val_list), Path(args.out), data,
@@ -167,7 +185,8 @@ def cmd_train(args) -> int:
             where = args.out
         if dist_utils.is_main():
             if result.interrupted:
-                print(f"stopped at step {result.steps}; checkpoint {result.checkpoint}; continue with --resume")
+                again = "run the same command" if args.workspace else "continue with --resume"
+                print(f"stopped at step {result.steps}; checkpoint {result.checkpoint}; {again}")
             else:
                 print(f"trained {where}: model {result.model_path}")
                 _print_metrics(result.metrics, cfg.dataset.classes)
@@ -179,13 +198,14 @@ def cmd_train(args) -> int:
 def cmd_score(args) -> int:
     from .acquire.scoring import score_pool
     from .acquire.strategies import resolve
-    from .train import distributed as dist_utils
+    from .runtime import distributed as dist_utils
     from .workspace import Workspace
 
     names = args.scores.split(",") if args.scores else None
     try:
         with Workspace(args.workspace) as ws:
-            cfg = _workspace_config(ws, args)
+            _apply(ws, args)
+            cfg = ws.config
             if names is None:
                 names = resolve(args.strategy or cfg.acquire.strategy)[1]
             report = score_pool(ws, cfg, names, round_=args.round, device=args.device,
@@ -208,8 +228,8 @@ def cmd_select(args) -> int:
     from .workspace import Workspace
 
     with Workspace(args.workspace) as ws:
-        cfg = _workspace_config(ws, args)
-        sel = select_next(ws, cfg, args.strategy, args.budget, args.round)
+        _apply(ws, args)
+        sel = select_next(ws, ws.config, args.strategy, args.budget, args.round)
         if sel.message:
             print(sel.message)
         if sel.picks:
@@ -255,34 +275,40 @@ def _resolve_project(project: str) -> tuple[Path | None, Path | None]:
     return find_config(project), None
 
 
+def _loop_overrides(args) -> list[str]:
+    """The loop's options are config keys: stored with the workspace, so a rerun goes on with the same plan."""
+    keys = {"rounds": "loop.rounds", "budget": "acquire.budget", "annotator": "loop.annotator",
+            "strategy": "acquire.strategy", "target_miou": "loop.target_miou", "url": "loop.labelstudio_url"}
+    out = [f"{key}={getattr(args, opt)}" for opt, key in keys.items() if getattr(args, opt) is not None]
+    return out + (["loop.warm_start=false"] if args.from_scratch else [])
+
+
 def cmd_loop(args) -> int:
     from .config import load_config
-    from .loop import LoopOptions, run_loop
+    from .importer import create_workspace
+    from .loop import RunOptions, run_loop
     from .workspace import Workspace
 
     config, ws_path = _resolve_project(args.project)
+    overrides = list(args.set) + _loop_overrides(args)
     if ws_path is None:
-        cfg = load_config(config, profile=args.profile, overrides=args.set)
+        cfg = load_config(config, profile=args.profile, overrides=overrides)
         ws_path = Path(args.workspace or f"runs/{cfg.dataset.name}")
         if not (ws_path / "pool.sqlite").is_file():
-            # a synthetic layout is generated into its root by sync_from_source (data.synthetic.ensure_generated)
-            with Workspace.create(ws_path, cfg, _data_root(args, cfg, ws_path)) as ws:
-                report = ws.sync_from_source()
+            # a synthetic layout is generated into its root by the import (data.synthetic.ensure_generated)
+            ws, report = create_workspace(ws_path, cfg, _data_root(args, cfg, ws_path))
+            with ws:
                 print(f"workspace {ws_path}: {report.added} images, {report.labeled} labeled to start")
                 for p in report.problems:
                     print(f"  skipped: {p}")
     with Workspace(ws_path) as ws:
-        cfg = _workspace_config(ws, args)
-    options = {k: v for k, v in (("url", args.url), ("host", args.host), ("port", args.port)) if v}
-    opts = LoopOptions(rounds=args.rounds if args.rounds is not None else cfg.loop.rounds,
-                       budget=args.budget or cfg.acquire.budget,
-                       annotator=args.annotator or cfg.loop.annotator, strategy=args.strategy,
-                       warm_start=not args.from_scratch and cfg.loop.warm_start,
-                       target_miou=args.target_miou if args.target_miou is not None else cfg.loop.target_miou,
-                       gpus=args.gpus, device=args.device, poll_seconds=cfg.loop.poll_seconds,
-                       annotator_options=options, overrides=args.set)
+        args.set = overrides
+        _apply(ws, args, why="loop")
+    options = {"url": args.url, "host": args.host, "port": args.port}
+    opts = RunOptions(gpus=args.gpus, device=args.device, restart_round=args.restart_round,
+                      annotator_options={k: v for k, v in options.items() if v})
     try:
-        result = run_loop(ws_path, opts, cfg)
+        result = run_loop(ws_path, opts)
     except KeyboardInterrupt:
         return 130
     print(f"\nloop stopped: {result.stopped_because}. Workspace: {ws_path}\n"
@@ -305,7 +331,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from .annotate.editor import launch
+    from .ui.editor import launch
 
     print(f"correction editor for {args.workspace} (Ctrl-C to stop)")
     launch(args.workspace, host=args.host, port=args.port, share=args.share, auth=args.auth)
@@ -399,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", help="selection strategy (default: acquire.strategy)")
     p.add_argument("--target-miou", type=float, help="stop once the evaluation mIoU reaches this (0..1)")
     p.add_argument("--from-scratch", action="store_true", help="train each round from ImageNet weights")
+    p.add_argument("--restart-round", action="store_true",
+                   help="train an unfinished round again from its start with the current settings")
     p.add_argument("--gpus", type=int, default=0, help="train and score under torchrun with N processes")
     p.add_argument("--device")
     p.set_defaults(func=cmd_loop)
@@ -446,10 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["dssn", "supervised"])
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-iters", type=int)
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run from its checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="split files: continue the interrupted run (a workspace's unfinished round always continues)")
     p.add_argument("--stop-after", type=int, help="checkpoint and stop after N steps (continue with --resume)")
-    p.add_argument("--auto-resume", action="store_true",
-                   help="continue the workspace's unfinished round if there is one, else start a new round")
+    p.add_argument("--warm-start", action="store_true", help="start a new round from the previous round's model")
+    p.add_argument("--restart-round", action="store_true",
+                   help="train an unfinished round again from its start with the current settings")
     p.add_argument("--init-weights", help="warm start from this model.pt (e.g. the previous round's)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
     p.set_defaults(func=cmd_train)

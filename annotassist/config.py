@@ -190,6 +190,8 @@ class Config:
     loop: LoopConfig = field(default_factory=LoopConfig)
     # named override trees, applied with --profile NAME
     profiles: dict[str, dict] = field(default_factory=dict)
+    # the profile applied to this config (recorded by --profile; the values it set are in the sections above)
+    profile: str = ""
     # where this config came from (set by the loader, not a key)
     source: str = field(default="", metadata={"internal": True})
 
@@ -366,6 +368,13 @@ def _validate_semantics(cfg: Config, errors: list[str]) -> None:
         errors.append("acquire.alpha must be in [0, 1]")
 
 
+def _error_key(message: str) -> str:
+    """The dotted key an error message is about ("unknown key 'a.b'; ..." or "a.b must be ...")."""
+    if message.startswith("unknown key '"):
+        return message.split("'")[1]
+    return message.split(" ")[0].split("[")[0]
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'train.epochs=3' -> (['train', 'epochs'], 3); the value is read as YAML."""
     if "=" not in text:
@@ -412,14 +421,23 @@ def from_dict(data: dict, source: str = "<dict>", profile: str | None = None,
             raise ConfigError(f"{source}: profiles.{profile} must be a mapping of settings, "
                               f"got {profiles[profile]!r}")
         data = _merge({k: v for k, v in data.items()}, profiles[profile] or {})
+        data["profile"] = profile
+    given = {}
     for text in overrides or []:
         path, value = parse_override(text)
+        given[".".join(path)] = text
         data = _merge(data, _nest(path, value))
     cfg = Config()
     errors: list[str] = []
     _apply(cfg, data, "", errors)
     if not errors:
         _validate_semantics(cfg, errors)
+    # a problem with a key given on the command line is the command line's, not the file's
+    from_cli = [e for e in errors if _error_key(e) in given]
+    errors = [e for e in errors if e not in from_cli]
+    if from_cli and not errors:
+        raise ConfigError("; ".join(f"--set {given[_error_key(e)]}: {e}" for e in from_cli))
+    errors += [f"{e} (from --set {given[_error_key(e)]})" for e in from_cli]
     if errors:
         raise ConfigError(f"{source}: {len(errors)} problem(s) in the config:\n  - " + "\n  - ".join(errors))
     cfg.source = source
@@ -439,6 +457,25 @@ def load_config(path: str | Path, profile: str | None = None, overrides: list[st
         where = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
     return from_dict(data, source=str(path), profile=profile, overrides=overrides)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "profiles":
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_diff(old: Config, new: Config, sections: tuple[str, ...] | None = None) -> list[str]:
+    """'key: old -> new' for every setting that differs (optionally only under the given sections)."""
+    a, b = flatten(old.to_dict()), flatten(new.to_dict())
+    keys = [k for k in dict.fromkeys(list(a) + list(b)) if k != "profiles"]
+    if sections:
+        keys = [k for k in keys if k.split(".")[0] in sections]
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 
 
 def dump_config(cfg: Config, path: str | Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from .config import load_config
 from .errors import AnnotassistError
 from .export import export
+from .importer import create_workspace
 from .workspace import Workspace
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -32,10 +33,11 @@ def find_config(name: str) -> Path:
 def run_demo(out: str | Path = "runs/demo", rounds: int = 3, config: str | None = None,
              overrides: list[str] | None = None, device: str | None = None, compare: bool = False) -> dict:
     out = Path(out)
-    cfg = load_config(Path(config) if config else find_config("demo"), overrides=overrides)
+    cfg = load_config(Path(config) if config else find_config("demo"),
+                      overrides=list(overrides or []) + [f"loop.rounds={rounds}", "loop.annotator=simulated"])
     if compare:
         return _compare(cfg, out, rounds, device)
-    from .loop import LoopOptions, run_loop
+    from .loop import RunOptions, run_loop
     from .plots import round_plots
     from .report import round_rows
 
@@ -46,10 +48,12 @@ def run_demo(out: str | Path = "runs/demo", rounds: int = 3, config: str | None 
           f"rounds of DSSN ({cfg.train.max_iters} steps a round, warm-started); writing to {out}")
     ws_path = out / "workspace"
     if not (ws_path / "pool.sqlite").is_file():
-        with Workspace.create(ws_path, cfg, out / "data") as ws:
-            ws.sync_from_source(progress=False)  # generates the synthetic set into out/data
-    opts = LoopOptions(rounds=rounds, budget=cfg.acquire.budget, annotator="simulated", device=device)
-    result = run_loop(ws_path, opts, cfg)
+        ws, _ = create_workspace(ws_path, cfg, out / "data", progress=False)  # generates the set into out/data
+        ws.close()
+    else:
+        with Workspace(ws_path) as ws:  # a demo run again: this run's settings are the workspace's
+            ws.apply_config(replace=cfg, why="demo")
+    result = run_loop(ws_path, RunOptions(device=device))
     with Workspace(ws_path) as ws:
         rows = round_rows(ws)
         plots = round_plots(rows, cfg.dataset.classes, out, cfg.palette())

@@ -24,13 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .acquire.scoring import score_pool
-from .acquire.select import select_next
 from .acquire.strategies import resolve
-from .annotate.simulated import annotate_queue
-from .report import table
-from .train.checkpoint import load_model
-from .train.run import train_workspace
+from .importer import create_workspace
+from .loop import RunOptions, run_loop
+from .report import round_rows, table
 from .workspace import Workspace
 
 
@@ -48,60 +45,40 @@ class SimulationPlan:
     progress: bool = False  # progress bars for training and scoring
 
 
-def _fresh_workspace(path: Path, cfg, data_root: Path) -> Workspace:
+def _quiet(*_a, **_k) -> None:
+    pass
+
+
+def _fresh_workspace(path: Path, cfg, data_root: Path) -> None:
     if path.exists():
         shutil.rmtree(path)
-    ws = Workspace.create(path, cfg, data_root)
-    ws.sync_from_source(progress=False)
-    return ws
+    ws, _ = create_workspace(path, cfg, data_root, progress=False)
+    ws.close()
 
 
-def _copy_workspace(src: Path, dst: Path) -> Workspace:
+def _copy_workspace(src: Path, dst: Path, overrides: list[str]) -> None:
+    """A strategy's own copy of the seed's base workspace (its models are stored relative to the workspace,
+    so the copy uses its own files), with the strategy's plan in its config."""
     if dst.exists():
         shutil.rmtree(dst)
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoint.pt"))
-    ws = Workspace(dst)
-    # round records point at the base's model files; re-point them at the copies
-    with ws.transaction() as db:
-        for r in ws.rounds():
-            if r["checkpoint"]:
-                db.execute("UPDATE rounds SET checkpoint = ? WHERE round = ?",
-                           (str((ws.round_dir(r["round"]) / "model.pt").resolve()), r["round"]))
-    return ws
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoint.pt", "*.lock"))
+    with Workspace(dst) as ws:
+        ws.apply_config(overrides=overrides, why="simulate")
 
 
-def _row(strategy: str, seed: int, ws: Workspace, round_: int, pool_size: int, corrected: dict) -> dict:
-    info = ws.round_info(round_)
-    m = info["metrics"] or {}
-    return {"strategy": strategy, "seed": seed, "round": round_, "labeled": info["labeled_count"],
-            "labeled_share": info["labeled_count"] / pool_size, "mIoU": m.get("mIoU"),
-            "per_class_iou": m.get("per_class_iou"), "pixels_corrected": corrected["pixels"],
-            "regions_corrected": corrected["regions"], "train_seconds": m.get("seconds")}
-
-
-def _run_rounds(ws: Workspace, cfg, strategy: str, seed: int, plan: SimulationPlan, pool_size: int,
-                rows: list[dict], log) -> None:
-    _, needs = resolve(strategy)
-    corrected = {"pixels": 0, "regions": 0}
-    device = torch.device(plan.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    for r in range(plan.rounds + 1):
-        if r > 0:
-            prev = ws.round_info(r - 1)["checkpoint"] if plan.warm_start else None
-            train_workspace(ws, cfg, init_weights=prev, device=plan.device, progress=plan.progress)
-        rows.append(_row(strategy, seed, ws, r, pool_size, corrected))
-        log(f"  {strategy:>16} seed {seed} round {r}: {rows[-1]['labeled']} labeled, "
-            f"mIoU {rows[-1]['mIoU'] * 100:.2f}")
-        if r == plan.rounds:
-            break
-        score_pool(ws, cfg, needs, round_=r, device=plan.device, progress=plan.progress)
-        sel = select_next(ws, cfg, strategy, plan.budget, round_=r)
-        if not sel.picks:
-            log(f"  {sel.message}")
-            break
-        model, _ = load_model(ws.round_info(r)["checkpoint"], cfg, device)
-        for c in annotate_queue(ws, cfg, model, device, r):
-            corrected["pixels"] += c.changed_pixels
-            corrected["regions"] += c.changed_regions
+def _rows(strategy: str, seed: int, ws_path: Path, pool_size: int) -> list[dict]:
+    """One row per trained round, with the effort spent on the labels that round trained on."""
+    out, pixels, regions = [], 0, 0
+    with Workspace(ws_path) as ws:
+        for r in round_rows(ws):
+            info = ws.round_info(r["round"])
+            out.append({"strategy": strategy, "seed": seed, "round": r["round"], "labeled": r["labeled"],
+                        "labeled_share": r["labeled"] / pool_size, "mIoU": r["mIoU"],
+                        "per_class_iou": r["per_class_iou"], "pixels_corrected": pixels,
+                        "regions_corrected": regions, "train_seconds": (info["metrics"] or {}).get("seconds")})
+            pixels += r["pixels_changed"]
+            regions += r["regions_changed"]
+    return out
 
 
 def auc(labeled: list[float], miou: list[float]) -> float:
@@ -175,29 +152,35 @@ def simulate(cfg, plan: SimulationPlan, out: str | Path, data_root: Path, log=pr
     started = time.time()
     rows: list[dict] = []
     pool_size = 0
+    run = RunOptions(device=plan.device, progress=plan.progress)
     for seed in range(plan.seeds):
         scfg = copy.deepcopy(cfg)
         scfg.pool.initial_labeled, scfg.pool.seed, scfg.train.seed = plan.init, seed, seed
+        scfg.loop.rounds, scfg.loop.annotator, scfg.loop.warm_start = 0, "simulated", plan.warm_start
+        scfg.acquire.budget = plan.budget
         base_dir = out / f"seed{seed}" / "base"
-        ws = _fresh_workspace(base_dir, scfg, data_root)
-        pool_size = ws.count("pool")
-        log(f"seed {seed}: pool {pool_size}, evaluation {ws.count('val')}; training round 0 "
-            f"({ws.count('pool', 'labeled')} labeled)")
-        train_workspace(ws, scfg, device=plan.device, progress=plan.progress)
-        ws.close()
+        _fresh_workspace(base_dir, scfg, data_root)
+        with Workspace(base_dir) as ws:
+            pool_size = ws.count("pool")
+            log(f"seed {seed}: pool {pool_size}, evaluation {ws.count('val')}; training round 0 "
+                f"({ws.count('pool', 'labeled')} labeled)")
+        run_loop(base_dir, run, log=_quiet)  # loop.rounds = 0: round 0's model only, shared by every strategy
         for s in plan.strategies:
-            sws = _copy_workspace(base_dir, out / f"seed{seed}" / s)
-            _run_rounds(sws, scfg, s, seed, plan, pool_size, rows, log)
-            sws.close()
+            sws = out / f"seed{seed}" / s
+            _copy_workspace(base_dir, sws, [f"acquire.strategy={s}", f"loop.rounds={plan.rounds}"])
+            run_loop(sws, run, log=_quiet)
+            rows += _rows(s, seed, sws, pool_size)
+            for r in rows[-(plan.rounds + 1):]:
+                log(f"  {s:>16} seed {seed} round {r['round']}: {r['labeled']} labeled, mIoU {r['mIoU'] * 100:.2f}")
     full_miou = None
     if plan.full:
         fcfg = copy.deepcopy(cfg)
-        fcfg.pool.initial_labeled = 0
+        fcfg.pool.initial_labeled, fcfg.loop.rounds, fcfg.train.method = 0, 0, "supervised"
         log("training once on every pool label (the fully supervised reference)")
-        fws = _fresh_workspace(out / "full", fcfg, data_root)
-        _, res = train_workspace(fws, fcfg, method="supervised", device=plan.device, progress=plan.progress)
-        full_miou = res.metrics["mIoU"]
-        fws.close()
+        _fresh_workspace(out / "full", fcfg, data_root)
+        run_loop(out / "full", run, log=_quiet)
+        with Workspace(out / "full") as fws:
+            full_miou = fws.round_info(0)["metrics"]["mIoU"]
     summary = summarize(rows, full_miou, pool_size)
     machine = _machine()
     title = (f"{cfg.dataset.name}: init {plan.init}, +{plan.budget}/round, {plan.seeds} seed(s)"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -25,9 +26,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .config import Config, dump_config, load_config
-from .data.layouts import Sample, check_sample, read_split
-from .data.masks import IGNORE, class_histogram, file_sha256, read_mask, write_mask
+from .config import Config, config_diff, dump_config, from_dict, load_config
+from .data.layouts import Sample
+from .data.masks import IGNORE, class_histogram, read_mask, write_mask
 from .errors import DataError, Problem, WorkspaceError
 
 SCHEMA_VERSION = 1
@@ -78,6 +79,7 @@ CREATE TABLE IF NOT EXISTS rounds (
     labeled_count INTEGER NOT NULL,
     checkpoint TEXT,
     metrics TEXT,
+    config TEXT,
     started_at REAL NOT NULL,
     finished_at REAL
 );
@@ -165,6 +167,28 @@ class MaskRecord:
 
 
 @dataclass
+class NewImage:
+    name: str
+    split: str
+    image_path: Path
+    mask_path: Path | None
+    sha256: str
+    width: int
+    height: int
+    label: np.ndarray | None  # stored as its ground_truth label (the image starts labeled); None = unlabeled
+
+
+@dataclass
+class PoolUpdate:
+    new: list[NewImage]
+    late_masks: list[tuple[int, Path, np.ndarray | None]]  # (image id, mask path, label to store or None)
+    changed_sha: dict[str, str]  # name -> new content hash
+    missing: list[str]  # names gone from the source
+    found: dict[str, Path]  # names back in the source -> their image path
+    summary: dict
+
+
+@dataclass
 class SyncReport:
     added: int = 0
     labeled: int = 0
@@ -203,10 +227,17 @@ class Workspace:
         version = self._meta("schema_version")
         if version is None or int(version) != SCHEMA_VERSION:
             raise WorkspaceError(f"{db}: schema version {version}, this annotassist reads {SCHEMA_VERSION}")
-        if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'loop_steps'").fetchone() is None:
-            self.db.executescript(SCHEMA)  # a workspace made before the loop existed gains its table
+        self._migrate()
         self.config = load_config(self.root / "config.yaml")
         self.data_root = Path(self._meta("data_root") or ".")
+
+    def _migrate(self) -> None:
+        """Older workspaces of the same schema version gain what was added since (tables, columns)."""
+        if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'loop_steps'").fetchone() is None:
+            self.db.executescript(SCHEMA)
+        columns = {r["name"] for r in self.db.execute("PRAGMA table_info(rounds)")}
+        if "config" not in columns:
+            self.db.execute("ALTER TABLE rounds ADD COLUMN config TEXT")
 
     # -- set-up ------------------------------------------------------------------------------------------
 
@@ -221,7 +252,11 @@ class Workspace:
 
     @classmethod
     def create(cls, path: str | Path, cfg: Config, data_root: str | Path) -> "Workspace":
+        """A new workspace holding `cfg` (already resolved: profile and overrides applied) as its config.
+        Use importer.create_workspace to also read the dataset in."""
         root = Path(path)
+        if root.exists() and not root.is_dir():
+            raise WorkspaceError(f"--workspace {root} is a file; choose a folder for the workspace")
         root.mkdir(parents=True, exist_ok=True)
         (root / "masks").mkdir(exist_ok=True)
         db_path = root / "pool.sqlite"
@@ -234,8 +269,10 @@ class Workspace:
             if fresh:
                 conn.execute("INSERT INTO meta VALUES ('created_at', ?)", (str(time.time()),))
         conn.close()
-        dump_config(cfg, root / "config.yaml")
-        return cls(root)
+        _write_config(cfg, root / "config.yaml")
+        ws = cls(root)
+        ws._record_config_origin(cfg, "created")
+        return ws
 
     def close(self) -> None:
         self.db.close()
@@ -259,112 +296,77 @@ class Workspace:
         self.db.execute("INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)",
                         (time.time(), kind, json.dumps(detail or {})))
 
+    # -- the config: one resolved copy, every command and round reads it ---------------------------------
+
+    def apply_config(self, profile: str | None = None, overrides: list[str] | None = None,
+                     replace: Config | None = None, why: str = "") -> list[str]:
+        """Apply a profile and `--set` overrides to the stored config (or replace it), store the result and
+        record what changed; returns the changes as 'key: old -> new' lines. Changing the classes of a
+        workspace that holds images is refused: its masks are class ids of the old list."""
+        if replace is not None:
+            new = replace
+        elif profile or overrides:
+            new = from_dict(self.config.to_dict(), source=f"{self.root / 'config.yaml'}", profile=profile,
+                            overrides=overrides)
+        else:
+            return []
+        changes = config_diff(self.config, new)
+        if not changes:
+            return []
+        if new.dataset.classes != self.config.dataset.classes and self.count(split=None) > 0:
+            raise WorkspaceError(f"{self.root} holds images labeled with the classes {self.config.dataset.classes}; "
+                                 f"its classes cannot change to {new.dataset.classes}. Start a new workspace")
+        _write_config(new, self.root / "config.yaml")
+        self.reload_config()
+        with self.transaction():
+            self.log_event("config", {"changes": changes, "profile": profile, "overrides": overrides or [],
+                                      "why": why})
+        return changes
+
+    def reload_config(self) -> Config:
+        self.config = load_config(self.root / "config.yaml")
+        return self.config
+
+    def _record_config_origin(self, cfg: Config, why: str) -> None:
+        with self.transaction():
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('config_source', ?)", (cfg.source or "",))
+            self.log_event("config", {"source": cfg.source, "why": why})
+
+    def set_data_root(self, data_root: str | Path) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('data_root', ?)", (str(Path(data_root).resolve()),))
+        self.data_root = Path(data_root).resolve()
+
     # -- images ------------------------------------------------------------------------------------------
 
-    def sync_from_source(self, progress: bool = True) -> SyncReport:
-        """Read the configured dataset and bring the pool up to date, in one transaction.
-
-        New images are added (labeled per `pool.initial_labeled` if they have masks); images that vanished
-        from the source are flagged `missing` and reported, never deleted; bad images are reported and
-        skipped. Masks already in the pool are never dropped.
-        """
-        from tqdm import tqdm
-
-        cfg = self.config
-        report = SyncReport()
-        found: dict[str, tuple[str, Sample]] = {}
-        for split in ("pool", "val"):
-            samples, problems = read_split(cfg, self.data_root, split)
-            report.problems += problems
-            for s in samples:
-                if s.name in found:
-                    report.problems.append(Problem(str(s.image), f"image {s.name} is in both the pool and the "
-                                                   "evaluation set", "keep it in one of them"))
-                    continue
-                found[s.name] = (split, s)
-        existing = {r.name: r for r in self.images(split=None, include_missing=True)}
-        hashes = {r.sha256: r.name for r in existing.values() if not r.missing}
-        new_checked, late_masks, changed_sha = [], [], {}
-        palette = cfg.palette()
-        for name, (split, s) in tqdm(found.items(), desc="checking images", disable=not progress, leave=False):
-            try:
-                sha = file_sha256(s.image)
-            except OSError as e:
-                report.problems.append(Problem(str(s.image), f"cannot be read ({e})", "check permissions"))
-                continue
-            old = existing.get(name)
-            if old is not None:
-                if old.sha256 != sha:
-                    report.changed.append(name)
-                    changed_sha[name] = sha
-                else:
-                    report.unchanged += 1
-                if old.source_mask_path is None and s.mask is not None:
-                    try:  # a mask appeared in the source for an image we already have
-                        late_masks.append((old, check_sample(s, cfg)))
-                    except DataError as e:
-                        report.problems.append(_problem(e))
-                continue
-            if sha in hashes:
-                report.problems.append(Problem(str(s.image), f"same content as image {hashes[sha]} already "
-                                               "in the pool (a duplicate)", "remove one of the copies"))
-                continue
-            try:
-                checked = check_sample(s, cfg)
-            except DataError as e:
-                report.problems.append(_problem(e))
-                continue
-            hashes[sha] = name
-            new_checked.append((split, sha, checked))
-        report.disappeared = sorted(n for n, r in existing.items() if n not in found and not r.missing)
-
-        # which new pool images start labeled
-        pool_with_masks = [c for split, _, c in new_checked if split == "pool" and c.mask is not None]
-        n_init = cfg.pool.initial_labeled
-        already_labeled = self.count(split="pool", state="labeled")
-        if n_init <= 0:
-            initial = {c.sample.name for c in pool_with_masks}
-        else:
-            need = max(0, n_init - already_labeled)
-            rng = np.random.default_rng(cfg.pool.seed)
-            names = sorted(c.sample.name for c in pool_with_masks)
-            initial = set(rng.permutation(names)[:need].tolist()) if names else set()
-
+    def apply_import(self, update: "PoolUpdate") -> None:
+        """Bring a dataset's images into the pool in one transaction (importer.py decides what changes)."""
         now = time.time()
+        palette = self.config.palette()
         with self.transaction() as db:
-            for split, sha, c in new_checked:
-                s = c.sample
-                labeled = split == "val" or s.name in initial
-                state = "labeled" if (labeled and c.mask is not None) else "unlabeled"
+            for im in update.new:
                 cur = db.execute(
                     "INSERT INTO images (name, split, image_path, source_mask_path, sha256, width, height, "
                     "state, added_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (s.name, split, str(s.image.resolve()), str(s.mask.resolve()) if s.mask else None, sha,
-                     c.width, c.height, state, now, now))
-                if state == "labeled":
-                    self._insert_mask(cur.lastrowid, c.mask, "ground_truth", None, source=str(s.mask),
+                    (im.name, im.split, str(im.image_path), str(im.mask_path) if im.mask_path else None, im.sha256,
+                     im.width, im.height, "labeled" if im.label is not None else "unlabeled", now, now))
+                if im.label is not None:
+                    self._insert_mask(cur.lastrowid, im.label, "ground_truth", None, source=str(im.mask_path),
                                       palette=palette)
-                    report.labeled += split == "pool"
-                report.added += 1
-            for old, c in late_masks:
+            for image_id, mask_path, label in update.late_masks:
                 db.execute("UPDATE images SET source_mask_path = ?, updated_at = ? WHERE id = ?",
-                           (str(c.sample.mask.resolve()), now, old.id))
-                if (n_init <= 0 or old.split == "val") and old.state == "unlabeled":
-                    self._insert_mask(old.id, c.mask, "ground_truth", None, source=str(c.sample.mask),
-                                      palette=palette)
-                    db.execute("UPDATE images SET state = 'labeled' WHERE id = ?", (old.id,))
-                    report.labeled += old.split == "pool"
-            for name, sha in changed_sha.items():
+                           (str(mask_path), now, image_id))
+                if label is not None:
+                    self._insert_mask(image_id, label, "ground_truth", None, source=str(mask_path), palette=palette)
+                    db.execute("UPDATE images SET state = 'labeled' WHERE id = ?", (image_id,))
+            for name, sha in update.changed_sha.items():
                 db.execute("UPDATE images SET sha256 = ?, updated_at = ? WHERE name = ?", (sha, now, name))
-            for name in report.disappeared:
+            for name in update.missing:
                 db.execute("UPDATE images SET missing = 1, updated_at = ? WHERE name = ?", (now, name))
-            for name, (_, s) in found.items():
-                if name in existing and existing[name].missing:
-                    db.execute("UPDATE images SET missing = 0, image_path = ?, updated_at = ? WHERE name = ?",
-                               (str(s.image.resolve()), now, name))
-            self.log_event("sync", {"added": report.added, "labeled": report.labeled,
-                                    "disappeared": len(report.disappeared), "problems": len(report.problems)})
-        return report
+            for name, path in update.found.items():
+                db.execute("UPDATE images SET missing = 0, image_path = ?, updated_at = ? WHERE name = ?",
+                           (str(path), now, name))
+            self.log_event("sync", update.summary)
 
     def images(self, split: str | None = "pool", state: str | Iterable[str] | None = None,
                include_missing: bool = False) -> list[ImageRecord]:
@@ -393,6 +395,12 @@ class Workspace:
         if row is None:
             raise WorkspaceError(f"{self.root}: no image named {name!r}")
         return _row_image(row)
+
+    def median_side(self, split: str = "pool") -> int | None:
+        """The median of min(width, height) over a split's images (sizes the editor's brush)."""
+        row = self.db.execute("SELECT MIN(width, height) FROM images WHERE split = ? ORDER BY 1 LIMIT 1 OFFSET "
+                              "(SELECT COUNT(*) / 2 FROM images WHERE split = ?)", (split, split)).fetchone()
+        return row[0] if row else None
 
     def count(self, split: str | None = "pool", state: str | None = None) -> int:
         return len(self.images(split, state))
@@ -533,29 +541,61 @@ class Workspace:
         if row is None:
             return None
         d = dict(row)
+        d.pop("config", None)  # round_config() reads it
         d["metrics"] = json.loads(d["metrics"]) if d["metrics"] else None
+        if d["checkpoint"]:
+            d["checkpoint"] = str((self.root / d["checkpoint"]).resolve())
         return d
 
     def rounds(self) -> list[dict]:
         return [self.round_info(r[0]) for r in self.db.execute("SELECT round FROM rounds ORDER BY round")]
 
-    def start_round(self, method: str) -> int:
+    def start_round(self, method: str, config: Config | None = None) -> int:
+        """A new round in state 'training', with the config it trains with and its train step begun (one
+        transaction: a kill never leaves a round without its step or a step without its round)."""
+        cfg = config or self.config
+        now = time.time()
         with self.transaction() as db:
             cur = self.current_round()
             r = 0 if cur is None else cur + 1
-            db.execute("INSERT INTO rounds (round, status, method, labeled_count, started_at) "
-                       "VALUES (?, 'training', ?, ?, ?)", (r, method, self.count("pool", "labeled"), time.time()))
+            db.execute("INSERT INTO rounds (round, status, method, labeled_count, config, started_at) "
+                       "VALUES (?, 'training', ?, ?, ?, ?)",
+                       (r, method, self.count("pool", "labeled"), json.dumps(cfg.to_dict()), now))
+            db.execute("INSERT INTO loop_steps (round, step, status, started_at) VALUES (?, 'train', 'started', ?) "
+                       "ON CONFLICT (round, step) DO NOTHING", (r, now))
             self.log_event("round_start", {"round": r, "method": method})
         return r
+
+    def round_config(self, round_: int) -> Config | None:
+        """The config round `round_` trained with (None for rounds recorded before configs were kept)."""
+        row = self.db.execute("SELECT config FROM rounds WHERE round = ?", (round_,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return from_dict(json.loads(row[0]), source=f"{self.root} round {round_}")
+
+    def set_round_config(self, round_: int, config: Config) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE rounds SET config = ? WHERE round = ?", (json.dumps(config.to_dict()), round_))
+            self.log_event("round_config", {"round": round_})
 
     def round_dir(self, round_: int) -> Path:
         return self.root / "rounds" / f"{round_:03d}"
 
     def finish_round_training(self, round_: int, checkpoint: Path, metrics: dict) -> None:
+        """Record the round's model and metrics and end its train step, in one transaction. The model's path
+        is kept relative to the workspace, so a copied workspace points at its own files."""
+        path = Path(checkpoint).resolve()
+        try:
+            stored = str(path.relative_to(self.root.resolve()))
+        except ValueError:
+            stored = str(path)
+        now = time.time()
         with self.transaction() as db:
             db.execute("UPDATE rounds SET status = 'trained', checkpoint = ?, metrics = ?, finished_at = ? "
-                       "WHERE round = ?", (str(Path(checkpoint).resolve()), json.dumps(metrics), time.time(),
-                                           round_))
+                       "WHERE round = ?", (stored, json.dumps(metrics), now, round_))
+            db.execute("UPDATE loop_steps SET status = 'done', detail = ?, finished_at = ? WHERE round = ? AND "
+                       "step = 'train'", (json.dumps({k: metrics.get(k) for k in ("mIoU", "steps", "seconds")}),
+                                         now, round_))
             self.log_event("round_trained", {"round": round_, "mIoU": metrics.get("mIoU")})
 
     def latest_model(self) -> tuple[int, Path]:
@@ -564,7 +604,7 @@ class Workspace:
         if row is None:
             raise WorkspaceError(f"{self.root}: no trained model yet; run 'annotassist train --workspace "
                                  f"{self.root}' first")
-        return row["round"], Path(row["checkpoint"])
+        return row["round"], (self.root / row["checkpoint"]).resolve()
 
     # -- loop steps: each step's start and end is a transaction, so a rerun knows where it was ------------
 
@@ -621,6 +661,9 @@ class Workspace:
             return None
         return np.frombuffer(r["data"], dtype=np.float16).reshape(r["height"], r["width"]).astype(np.float32)
 
+    def embedded_ids(self, round_: int) -> set[int]:
+        return {r[0] for r in self.db.execute("SELECT image_id FROM embeddings WHERE round = ?", (round_,))}
+
     def embeddings(self, round_: int) -> dict[int, np.ndarray]:
         return {r["image_id"]: np.frombuffer(r["data"], dtype=np.float16).astype(np.float32)
                 for r in self.db.execute("SELECT image_id, data FROM embeddings WHERE round = ?", (round_,))}
@@ -641,6 +684,13 @@ class Workspace:
                            (time.time(), image_id))
             db.execute("UPDATE rounds SET status = 'selected' WHERE round = ?", (round_,))
             self.log_event("select", {"round": round_, "strategy": strategy, "count": len(picks)})
+
+    def latest_selection_round(self) -> int | None:
+        return self.db.execute("SELECT MAX(round) FROM selections").fetchone()[0]
+
+    def selection_round(self, image_id: int) -> int | None:
+        """The latest round that selected this image (None if it was never selected)."""
+        return self.db.execute("SELECT MAX(round) FROM selections WHERE image_id = ?", (image_id,)).fetchone()[0]
 
     def selections(self, round_: int) -> list[tuple[int, int, str, float | None]]:
         return [(r["image_id"], r["rank"], r["strategy"], r["score"]) for r in self.db.execute(
@@ -675,12 +725,13 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("COMMIT")
 
 
-def _problem(e: DataError) -> Problem:
-    """DataError messages start with the file they are about."""
-    file, _, message = str(e).partition(": ")
-    return Problem(file, message)
-
-
 def _check_state(state: str) -> None:
     if state not in STATES:
         raise WorkspaceError(f"unknown image state {state!r} (one of {', '.join(STATES)})")
+
+
+def _write_config(cfg: Config, path: Path) -> None:
+    """config.yaml, replaced atomically (a kill never leaves half a config)."""
+    tmp = path.with_name(path.name + ".tmp")
+    dump_config(cfg, tmp)
+    os.replace(tmp, path)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from annotassist.config import from_dict, load_config
 from annotassist.data.synthetic import CLASSES, generate
+from annotassist.importer import import_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
@@ -77,7 +78,7 @@ def synth_ws(synth_copy, tmp_path):
 
     cfg = make_config(initial_labeled=4)
     ws = Workspace.create(tmp_path / "ws", cfg, synth_copy)
-    report = ws.sync_from_source(progress=False)
+    report = import_dataset(ws, progress=False)
     assert report.problems == []
     yield ws
     ws.close()
@@ -93,7 +94,7 @@ def camvid_ws(tmp_path_factory):
     cfg = config_from_file("camvid")
     root = tmp_path_factory.mktemp("camvid_ws") / "ws"
     ws = Workspace.create(root, cfg, CAMVID)
-    report = ws.sync_from_source(progress=False)
+    report = import_dataset(ws, progress=False)
     ws.sync_report = report
     yield ws
     ws.close()

@@ -12,11 +12,12 @@ import torch
 
 from annotassist.acquire.scoring import score_pool
 from annotassist.acquire.select import select_next
-from annotassist.annotate.simulated import annotate_queue, correction_cost
+from annotassist.annotate.simulated import annotate_queue
 from annotassist.errors import AnnotassistError
-from annotassist.train.checkpoint import load_model
-from annotassist.train.run import train_workspace
+from annotassist.runtime.checkpoint import load_model
+from annotassist.rounds import train_round
 from annotassist.workspace import Workspace
+from annotassist.importer import import_dataset
 
 from conftest import REPO, make_config
 
@@ -31,8 +32,8 @@ def trained(synth_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     cfg = make_config(TINY, initial_labeled=4)
     ws = Workspace.create(root / "ws", cfg, synth_dir)
-    ws.sync_from_source(progress=False)
-    train_workspace(ws, ws.config, progress=False)
+    import_dataset(ws, progress=False)
+    train_round(ws, progress=False)
     ws.close()
     return root / "ws"
 
@@ -104,9 +105,9 @@ def test_budget_larger_than_pool_and_empty_pool(ws):
 
 
 def test_nan_scores_are_reported_and_ranked_last(ws):
+    ws.apply_config(overrides=["region.enabled=false"])  # a round without the discriminator: NaN scores
     cfg = ws.config
-    cfg.region.enabled = False  # a round trained without the discriminator -> region_relevance is NaN
-    round_, _ = train_workspace(ws, cfg, progress=False)
+    round_, _ = train_round(ws, progress=False)
     assert round_ == 1 and torch.load(ws.latest_model()[1], weights_only=False)["discriminator"] is None
     report = score_pool(ws, cfg, ["region_relevance"], progress=False)
     assert len(report.nan["region_relevance"]) == 20
@@ -137,17 +138,6 @@ def test_simulated_annotator_records_the_correction_cost(ws):
         assert human.changed_pixels == c.changed_pixels == int(((pre != truth) & (truth != 255)).sum())
         assert human.changed_regions == c.changed_regions
         assert pre.shape == truth.shape == (64, 64)
-
-
-def test_correction_cost_counts_pixels_and_regions():
-    truth = np.zeros((10, 10), np.uint8)
-    pre = truth.copy()
-    pre[0:2, 0:2] = 1  # one blob of 4 wrong pixels
-    pre[7, 7] = 2  # another region
-    truth[9, 9] = 255  # ignore pixels never count
-    pre[9, 9] = 3
-    assert correction_cost(pre, truth) == (5, 2)
-    assert correction_cost(truth, truth) == (0, 0)
 
 
 def test_short_simulate_run(synth_dir, tmp_path):
@@ -217,3 +207,27 @@ def test_torchrun_sharded_scoring_matches_one_process(trained, tmp_path):
     assert set(a.embeddings(0)) == set(b.embeddings(0))
     assert not list((tmp_path / "two" / "rounds").rglob("scores-rank*.jsonl"))  # shards folded and removed
     a.close(), b.close()
+
+
+@pytest.mark.parametrize("amp, expect", [("bf16", True), ("off", False)])
+def test_scoring_and_prelabel_run_at_the_training_precision(ws, amp, expect):
+    """One precision policy: with train.amp=bf16 on a CPU, training, scoring and pre-annotation all run under
+    bf16 autocast (before, training did and scoring did not). Seen from inside every module's forward."""
+    from annotassist.predict import predict_masks
+    from annotassist.runtime import precision
+
+    ws.apply_config(overrides=[f"train.amp={amp}"])
+    seen = []
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: seen.append(torch.is_autocast_enabled("cpu")))
+    try:
+        score_pool(ws, ws.config, ["class_aware"], round_=0, progress=False)
+        scoring = set(seen)
+        seen.clear()
+        model, _ = load_model(ws.latest_model()[1], ws.config)
+        list(predict_masks(model, ws.images("pool", "unlabeled")[:2], ws.config, torch.device("cpu")))
+        prelabel = set(seen)
+    finally:
+        hook.remove()
+    assert scoring == prelabel == {expect}
+    assert precision.bf16_enabled(ws.config, "cpu") is expect

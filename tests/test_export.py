@@ -11,6 +11,7 @@ from annotassist.data.masks import read_mask
 from annotassist.data.synthetic import CLASSES
 from annotassist.export import export
 from annotassist.workspace import Workspace
+from annotassist.importer import import_dataset
 
 from conftest import make_config
 
@@ -114,7 +115,7 @@ def test_export_skips_missing_images(synth_ws, synth_copy, tmp_path):
     lab = ws.images("pool", "labeled")[0]
     lst = synth_copy / "train.txt"
     lst.write_text("".join(ln + "\n" for ln in lst.read_text().splitlines() if not ln.startswith(lab.name + ".")))
-    assert ws.sync_from_source(progress=False).disappeared == [lab.name]
+    assert import_dataset(ws, progress=False).disappeared == [lab.name]
     summary = export(ws, tmp_path / "e", progress=False)
     assert summary["labeled_count"] == 3
     assert f"JPEGImages/{lab.name}" not in read_back(tmp_path / "e", "labeled.txt")
@@ -127,7 +128,7 @@ def test_exported_lists_feed_a_new_workspace(synth_ws, tmp_path):
     export(ws, out, progress=False)
     cfg = make_config(overrides=["dataset.pool=labeled.txt", "dataset.val=val.txt"], initial_labeled=0)
     with Workspace.create(tmp_path / "ws2", cfg, out) as ws2:
-        report = ws2.sync_from_source(progress=False)
+        report = import_dataset(ws2, progress=False)
         assert report.problems == [] and ws2.count("pool", "labeled") == 4 and ws2.count("val") == 8
         for rec in ws.images("pool", "labeled"):
             rec2 = ws2.image_by_name(f"JPEGImages/{rec.name}")

@@ -15,6 +15,7 @@ from annotassist.data.masks import class_histogram, file_sha256, read_mask, writ
 from annotassist.data.synthetic import CLASSES, generate_sample
 from annotassist.errors import DataError, WorkspaceError
 from annotassist.workspace import STATES, Workspace
+from annotassist.importer import import_dataset
 
 from conftest import CAMVID, config_from_file, make_config, save_png
 
@@ -94,10 +95,10 @@ def test_create_and_sync_small_set(synth_ws, synth_copy):
 
 def test_sync_report_counts(synth_copy, tmp_path):
     ws = Workspace.create(tmp_path / "ws", make_config(initial_labeled=4), synth_copy)
-    report = ws.sync_from_source(progress=False)
+    report = import_dataset(ws, progress=False)
     assert (report.added, report.labeled, report.unchanged) == (32, 4, 0)
     assert report.problems == [] and report.disappeared == [] and report.changed == []
-    again = ws.sync_from_source(progress=False)
+    again = import_dataset(ws, progress=False)
     assert (again.added, again.labeled, again.unchanged) == (0, 0, 32)
     assert ws.count("pool", "labeled") == 4
     ws.close()
@@ -107,7 +108,7 @@ def test_initial_labeled_zero_labels_every_masked_image(synth_copy, tmp_path):
     remove_list_line(synth_copy / "train.txt", "images/train/00005.png")
     add_list_line(synth_copy / "train.txt", "images/train/00005.png")  # listed without its mask
     with Workspace.create(tmp_path / "ws", make_config(initial_labeled=0), synth_copy) as ws:
-        report = ws.sync_from_source(progress=False)
+        report = import_dataset(ws, progress=False)
         assert report.labeled == 23
         assert ws.count("pool", "labeled") == 23
         rec = ws.image_by_name("images/train/00005")
@@ -115,7 +116,7 @@ def test_initial_labeled_zero_labels_every_masked_image(synth_copy, tmp_path):
         # the mask appears in the source later: the image becomes labeled with it
         remove_list_line(synth_copy / "train.txt", "images/train/00005.png")
         add_list_line(synth_copy / "train.txt", "images/train/00005.png masks/train/00005.png")
-        report = ws.sync_from_source(progress=False)
+        report = import_dataset(ws, progress=False)
         assert report.added == 0 and report.labeled == 1
         rec = ws.image(rec.id)
         assert rec.state == "labeled" and rec.source_mask_path == (synth_copy / "masks/train/00005.png").resolve()
@@ -126,12 +127,12 @@ def test_late_mask_with_initial_labeled_keeps_image_unlabeled(synth_copy, tmp_pa
     remove_list_line(synth_copy / "train.txt", "images/train/00005.png")
     add_list_line(synth_copy / "train.txt", "images/train/00005.png")
     with Workspace.create(tmp_path / "ws", make_config(initial_labeled=2), synth_copy) as ws:
-        ws.sync_from_source(progress=False)
+        import_dataset(ws, progress=False)
         rec = ws.image_by_name("images/train/00005")
         assert rec.state == "unlabeled"
         remove_list_line(synth_copy / "train.txt", "images/train/00005.png")
         add_list_line(synth_copy / "train.txt", "images/train/00005.png masks/train/00005.png")
-        ws.sync_from_source(progress=False)
+        import_dataset(ws, progress=False)
         rec = ws.image(rec.id)
         assert rec.state == "unlabeled" and rec.source_mask_path is not None  # now an oracle, not a label
         assert ws.masks(rec.id) == []
@@ -198,11 +199,11 @@ def test_camvid_initial_set_is_seeded(camvid_ws, tmp_path):
     first_set = {r.name for r in camvid_ws.images("pool", "labeled")}
     cfg = config_from_file("camvid")
     with Workspace.create(tmp_path / "same", cfg, CAMVID) as ws:
-        ws.sync_from_source(progress=False)
+        import_dataset(ws, progress=False)
         assert {r.name for r in ws.images("pool", "labeled")} == first_set
     cfg = config_from_file("camvid", overrides=["pool.seed=1"])
     with Workspace.create(tmp_path / "other", cfg, CAMVID) as ws:
-        ws.sync_from_source(progress=False)
+        import_dataset(ws, progress=False)
         other = {r.name for r in ws.images("pool", "labeled")}
     assert len(other) == 16 and other != first_set
 
@@ -380,7 +381,7 @@ def test_resync_keeps_masks_and_adds_new_images(synth_ws, synth_copy):
     lst = synth_copy / "train.txt"
     add_list_line(lst, write_new_sample(synth_copy, "new0", 0))
     add_list_line(lst, write_new_sample(synth_copy, "new1", 1, with_mask=False))
-    report = ws.sync_from_source(progress=False)
+    report = import_dataset(ws, progress=False)
     assert report.problems == []
     assert report.added == 2 and report.unchanged == 32
     assert ws.count("pool") == 26
@@ -404,7 +405,7 @@ def test_resync_reports_disappeared_images(synth_ws, synth_copy):
     # one line removed, one image file deleted from disk
     remove_list_line(lst, f"{lab.name}.png")
     unl.image_path.unlink()
-    report = ws.sync_from_source(progress=False)
+    report = import_dataset(ws, progress=False)
     assert report.disappeared == sorted([lab.name, unl.name])
     assert len(report.problems) == 1
     p = report.problems[0]
@@ -417,9 +418,9 @@ def test_resync_reports_disappeared_images(synth_ws, synth_copy):
     assert ws.count("pool", "labeled") == 3  # the missing one is not counted
     assert lab.name not in {s.name for s in ws.labeled_samples()}
     # a second sync does not report them again; restoring the line brings the image back
-    assert ws.sync_from_source(progress=False).disappeared == []
+    assert import_dataset(ws, progress=False).disappeared == []
     add_list_line(lst, f"{lab.name}.png masks/train/{Path(lab.name).name}.png")
-    report = ws.sync_from_source(progress=False)
+    report = import_dataset(ws, progress=False)
     assert report.added == 0 and report.disappeared == []
     back = ws.image_by_name(lab.name)
     assert not back.missing and back.id == lab.id and back.state == "labeled"
@@ -434,7 +435,7 @@ def test_resync_reports_duplicate_content_and_changed_images(synth_ws, synth_cop
     changed = ws.image_by_name("images/train/00007")
     img, _ = generate_sample(9, 0, 7, 64)
     save_png(img, changed.image_path)
-    report = ws.sync_from_source(progress=False)
+    report = import_dataset(ws, progress=False)
     assert report.added == 0
     assert len(report.problems) == 1
     p = report.problems[0]
@@ -467,7 +468,7 @@ def test_all_bad_inputs_reported_by_one_sync(synth_copy, tmp_path):
     add_list_line(root / "val.txt", "images/train/00012.png masks/train/00012.png")
 
     with Workspace.create(tmp_path / "ws", make_config(initial_labeled=0), root) as ws:
-        report = ws.sync_from_source(progress=False)
+        report = import_dataset(ws, progress=False)
         text = "\n".join(str(p) for p in report.problems)
         assert len(report.problems) == 8, text
         by_file = {}
@@ -499,10 +500,10 @@ def test_all_bad_inputs_reported_by_one_sync(synth_copy, tmp_path):
 def test_resync_after_fixing_a_bad_input(synth_copy, tmp_path):
     (synth_copy / "images/train/00001.png").write_bytes(b"garbage")
     with Workspace.create(tmp_path / "ws", make_config(initial_labeled=0), synth_copy) as ws:
-        assert len(ws.sync_from_source(progress=False).problems) == 1
+        assert len(import_dataset(ws, progress=False).problems) == 1
         img, _ = generate_sample(0, 0, 1, 64)
         save_png(img, synth_copy / "images/train/00001.png")
-        report = ws.sync_from_source(progress=False)
+        report = import_dataset(ws, progress=False)
         assert report.problems == [] and report.added == 1 and report.disappeared == []
         assert ws.image_by_name("images/train/00001").state == "labeled"
 
@@ -512,7 +513,7 @@ def test_sync_with_missing_list_file_changes_nothing(synth_ws, synth_copy):
     before = pool_state_snapshot(ws)
     (synth_copy / "val.txt").unlink()
     with pytest.raises(DataError, match=r"val\.txt: list file not found"):
-        ws.sync_from_source(progress=False)
+        import_dataset(ws, progress=False)
     assert pool_state_snapshot(ws) == before
 
 
@@ -650,7 +651,7 @@ def test_status_text(synth_ws, synth_copy):
     ws.finish_round_training(r, ws.root / "x.pt", {"mIoU": 0.5})
     ws.record_selection(r, [(ws.images("pool", "unlabeled")[-1].id, 1.0)], "dssn")
     remove_list_line(synth_copy / "train.txt", "images/train/00000.png")
-    ws.sync_from_source(progress=False)
+    import_dataset(ws, progress=False)
     text = status_text(ws)
     assert "1 pool images missing from the source" in text
     round_line = [ln for ln in text.splitlines() if ln.lstrip().startswith("0  ")]
