@@ -4,8 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import AnnotassistError
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
 
 
 def _config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -20,7 +24,7 @@ def _load(args, extra: list[str] | None = None):
     return load_config(args.config, profile=args.profile, overrides=list(args.set) + (extra or []))
 
 
-def _apply(ws, args, extra: list[str] | None = None, why: str = "") -> None:
+def _apply(ws: Workspace, args, extra: list[str] | None = None, why: str = "") -> None:
     """Apply this command's --profile / --set (and option overrides) to the workspace's stored config, once
     (rank 0 under torchrun; the other ranks read the result) and say what changed."""
     from .runtime import distributed as dist_utils
@@ -89,7 +93,7 @@ def cmd_init(args) -> int:
     return 1 if (report.problems and args.strict) else 0
 
 
-def _say_what_init_keeps(ws, cfg, data: Path, args) -> None:
+def _say_what_init_keeps(ws: Workspace, cfg, data: Path, args) -> None:
     """A workspace keeps the config it was made with; say which of this init's settings differ (a --set on a
     later command changes it explicitly). Another --data is refused: the pool's images live there."""
     from .config import config_diff
@@ -383,7 +387,7 @@ def cmd_pull(args) -> int:
     return 0
 
 
-def _class_id(ws, name: str) -> int:
+def _class_id(ws: Workspace, name: str) -> int:
     classes = ws.config.dataset.classes
     if name in classes:
         return classes.index(name)

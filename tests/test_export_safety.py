@@ -17,7 +17,7 @@ from annotassist.config import voc_palette
 from annotassist.export import MARKER, ExportError, export
 from annotassist.workspace import Workspace
 
-from conftest import CONFIGS, list_config_dict, make_config, write_yaml
+from conftest import CONFIGS, list_config_dict, write_yaml
 
 RNG = np.random.default_rng(3)
 

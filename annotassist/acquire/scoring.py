@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ from ..runtime import distributed as dist_utils
 from ..runtime import precision
 from ..runtime.checkpoint import load_model
 from .scores import SCORES, ScoreInput, class_weights
+
+if TYPE_CHECKING:
+    from ..workspace import Workspace
 
 MODEL_FREE = {"random"}  # scores that need no forward pass
 
@@ -53,7 +57,7 @@ def _decode(d: dict) -> np.ndarray:
     return np.frombuffer(base64.b64decode(d["data"]), dtype=np.float16).reshape(d["shape"]).astype(np.float32)
 
 
-def _pending(ws, round_: int, names: list[str]) -> tuple[list, list, int]:
+def _pending(ws: Workspace, round_: int, names: list[str]) -> tuple[list, list, int]:
     """(unlabeled records to score, labeled records to embed, how many were already done)."""
     have = ws.scores(round_)
     emb = ws.embedded_ids(round_)
@@ -71,7 +75,7 @@ def _pending(ws, round_: int, names: list[str]) -> tuple[list, list, int]:
     return to_score, to_embed, done
 
 
-def score_pool(ws, cfg, names: list[str], *, round_: int | None = None, device: str | None = None,
+def score_pool(ws: Workspace, cfg, names: list[str], *, round_: int | None = None, device: str | None = None,
                batch_size: int | None = None, num_workers: int | None = None, progress: bool = True,
                limit_batches: int | None = None) -> ScoringReport:
     """Score the unlabeled pool (and embed the labeled images) with the round's model."""
@@ -175,7 +179,7 @@ def score_pool(ws, cfg, names: list[str], *, round_: int | None = None, device: 
     return report
 
 
-def _fold_shards(ws, round_: int) -> None:
+def _fold_shards(ws: Workspace, round_: int) -> None:
     """Rank 0 writes the other ranks' results into the pool, then deletes their shard files."""
     for f in sorted(ws.round_dir(round_).glob("scores-rank*.jsonl")):
         for line in f.read_text().splitlines():

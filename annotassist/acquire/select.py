@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import AnnotassistError
 from .strategies import Candidates, resolve
+
+if TYPE_CHECKING:
+    from ..workspace import Workspace
 
 
 @dataclass
@@ -15,7 +19,7 @@ class Selection:
     message: str = ""
 
 
-def select_next(ws, cfg, strategy: str | None = None, budget: int | None = None,
+def select_next(ws: Workspace, cfg, strategy: str | None = None, budget: int | None = None,
                 round_: int | None = None) -> Selection:
     strategy = strategy or cfg.acquire.strategy
     budget = cfg.acquire.budget if budget is None else budget

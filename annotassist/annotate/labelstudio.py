@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from ..data.masks import IGNORE, read_mask
 from ..effort import correction_effort, labeled_pixels
 from .lsclient import LabelStudioClient, LabelStudioError
 from .rle import RLEError, mask_to_rle, rle_to_mask
+
+if TYPE_CHECKING:
+    from ..workspace import Workspace
 
 BACKEND = "labelstudio"
 FROM_NAME, TO_NAME = "tag", "image"
@@ -124,7 +128,7 @@ def annotation_to_mask(results: list[dict], classes: list[str], height: int, wid
     return out
 
 
-def pending(ws) -> int:
+def pending(ws: Workspace) -> int:
     """Images pushed to Label Studio that still await a submitted annotation (what a loop polls on)."""
     return sum(1 for r in ws.images("pool", state="in_review") if ws.sync_id(r.id, BACKEND) is not None)
 

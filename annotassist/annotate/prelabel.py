@@ -7,19 +7,24 @@ Each image is its own write, so a crash loses at most the image in flight and a 
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .. import faults
 from ..predict import predict_masks
 
+if TYPE_CHECKING:
+    from ..workspace import Workspace
 
-def newest_pseudo(ws, image_id: int, round_: int | None = None):
+
+def newest_pseudo(ws: Workspace, image_id: int, round_: int | None = None):
     """The newest pseudo mask record of an image (of one round if given), or None."""
     masks = [m for m in ws.masks(image_id, "pseudo") if round_ is None or m.round == round_]
     return masks[-1] if masks else None
 
 
-def prelabel(ws, cfg, model, device, round_: int, image_ids: list[int], batch_size: int = 4) -> int:
+def prelabel(ws: Workspace, cfg, model, device, round_: int, image_ids: list[int], batch_size: int = 4) -> int:
     """Store round `round_`'s pseudo-mask of every listed image that has none yet; returns how many were made."""
     todo = [ws.image(i) for i in image_ids if newest_pseudo(ws, i, round_) is None]
     for image_id, pre, conf in predict_masks(model, todo, cfg, device, batch_size=batch_size):

@@ -8,11 +8,15 @@ stroke or fill to fix).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .. import faults
 from ..data.masks import read_mask
 from ..effort import correction_effort, drawing_effort, labeled_pixels
 from .prelabel import newest_pseudo, prelabel
+
+if TYPE_CHECKING:
+    from ..workspace import Workspace
 
 
 @dataclass
@@ -23,7 +27,7 @@ class Correction:
     labeled_pixels: int
 
 
-def correct(ws, round_: int, image_ids: list[int]) -> list[Correction]:
+def correct(ws: Workspace, round_: int, image_ids: list[int]) -> list[Correction]:
     """'Correct' every listed image that is not labeled yet; each image's correction is one transaction."""
     out = []
     for image_id in image_ids:
@@ -45,7 +49,7 @@ def correct(ws, round_: int, image_ids: list[int]) -> list[Correction]:
     return out
 
 
-def annotate_queue(ws, cfg, model, device, round_: int, image_ids: list[int] | None = None) -> list[Correction]:
+def annotate_queue(ws: Workspace, cfg, model, device, round_: int, image_ids: list[int] | None = None) -> list[Correction]:
     """Pre-annotate and 'correct' every queued image (or the given ones)."""
     ids = [r.id for r in ws.images("pool", state="queued") if image_ids is None or r.id in image_ids]
     prelabel(ws, cfg, model, device, round_, ids)

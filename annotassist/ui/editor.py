@@ -41,7 +41,7 @@ def build_app(workspace_path: str | Path, title: str = "annotassist editor") -> 
     brush_hex = [hex_colour(c) for c in palette] + [hex_colour(ignore_colour(palette))]
     colours = [(c, LAYER_ALPHA) for c in brush_hex]
 
-    def view(ws, st: TabState, message: str = ""):
+    def view(ws: Workspace, st: TabState, message: str = ""):
         """Every output of a navigation or save, for the tab's current image."""
         items = session.work_list(ws)
         o = st.opened
@@ -79,7 +79,7 @@ def build_app(workspace_path: str | Path, title: str = "annotassist editor") -> 
                 raise gr.Error(str(e)) from None
             return view(ws, st)
 
-    def view_keep(ws, st: TabState, message: str):
+    def view_keep(ws: Workspace, st: TabState, message: str):
         """Like `view`, but leave the canvas alone so unsaved strokes stay on it."""
         out = list(view(ws, st, message))
         out[0] = gr.update()
@@ -212,7 +212,7 @@ def _pick(items: list[session.WorkItem], current: int | None, action: str, targe
     return None
 
 
-def _brush_size(ws) -> int:
+def _brush_size(ws: Workspace) -> int:
     """A brush radius in image pixels that suits the pool (Gradio's own default is 25 whatever the size)."""
     return max(3, round((ws.median_side("pool") or 256) / 60))
 

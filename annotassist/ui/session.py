@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..data.masks import IGNORE, read_image, read_mask
 from ..effort import correction_effort
 from ..errors import WorkspaceError
+
+if TYPE_CHECKING:
+    from ..workspace import Workspace
 
 OPEN_STATES = ("queued", "in_review")
 # where the model is unsure, most telling first (names the scoring pass stores region maps under)
@@ -51,7 +55,7 @@ class Saved:
     stale: bool = False
 
 
-def work_list(ws) -> list[WorkItem]:
+def work_list(ws: Workspace) -> list[WorkItem]:
     """Images to correct, most useful first: the latest selection's picks in rank order (labeled ones stay, so
     progress can count them), then other queued / in-review images by id."""
     items, seen = [], set()
@@ -74,7 +78,7 @@ def progress_text(items: list[WorkItem]) -> str:
     return f"{done} of {len(items)} corrected" if items else "nothing queued for labeling"
 
 
-def open_image(ws, image_id: int) -> Opened:
+def open_image(ws: Workspace, image_id: int) -> Opened:
     rec = ws.image(image_id)  # raises for ids not in the workspace
     if rec.missing:
         raise WorkspaceError(f"image {rec.name} is missing from the source data")
@@ -95,7 +99,7 @@ def open_image(ws, image_id: int) -> Opened:
                   _unsure_map(ws, round_, image_id), time.time())
 
 
-def save_correction(ws, opened: Opened, mask: np.ndarray, *, force: bool = False,
+def save_correction(ws: Workspace, opened: Opened, mask: np.ndarray, *, force: bool = False,
                     accepted: bool = False) -> Saved:
     """Store `mask` as a human version and mark the image labeled, with its effort, in one transaction.
 
@@ -133,7 +137,7 @@ def heatmap(image: np.ndarray, cells: np.ndarray) -> np.ndarray:
     return out.repeat(k, 0).repeat(k, 1)
 
 
-def _unsure_map(ws, round_: int | None, image_id: int) -> tuple[str, np.ndarray] | None:
+def _unsure_map(ws: Workspace, round_: int | None, image_id: int) -> tuple[str, np.ndarray] | None:
     if round_ is None:
         return None
     for name in UNSURE_MAPS:
