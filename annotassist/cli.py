@@ -293,6 +293,9 @@ def cmd_loop(args) -> int:
     from .loop import RunOptions, run_loop
     from .workspace import Workspace
 
+    if args.url:  # checked before it is stored in the workspace's config (never a key in it)
+        from .annotate.lsclient import check_url
+        args.url = check_url(args.url)
     config, ws_path = _resolve_project(args.project)
     overrides = list(args.set) + _loop_overrides(args)
     if ws_path is None:
@@ -384,6 +387,13 @@ def cmd_pull(args) -> int:
             print(f"{len(names)} {title}:")
             for n in names:
                 print(f"  - {n}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .annotate.ml_backend import serve
+
+    serve(args.workspace, host=args.host, port=args.port, url=args.url, device=args.device)
     return 0
 
 
@@ -554,6 +564,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", help="project title (default: derived from the workspace)")
     p.add_argument("--unpainted", default="ignore", help="what unpainted pixels become: ignore (255) or a class")
     p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("serve", help="serve the workspace as a Label Studio ML backend (pre-annotations, training)",
+                       description="Label Studio's ML backend protocol: /health, /setup, /predict (the round's "
+                                   "pseudo-masks as brush predictions), /webhook (submitted annotations go into the "
+                                   "pool at once; 'Start training' runs the next round). Connect it in Label "
+                                   "Studio under Settings > Model. Key from LABEL_STUDIO_API_KEY; optional basic "
+                                   "auth from ANNOTASSIST_AUTH=USER:PASSWORD.")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=9090)
+    p.add_argument("--url", help="Label Studio's address for images and annotations (default: LABEL_STUDIO_URL, "
+                                 "else the address Label Studio gives when it connects)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

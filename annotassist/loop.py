@@ -9,7 +9,9 @@ step it died in without doing anything twice:
     score   skips the images already scored (score_pool)
     select  is skipped if the round has a selection
     push    skips pseudo-masks already stored; never duplicates a Label Studio task
-    pull    never pulls a correction twice (each image one transaction)
+    pull    never pulls a correction twice (each image one transaction); with Label Studio it waits on webhooks
+            when Label Studio can reach it (corrections land in the pool the moment they are submitted, also
+            while a later round trains) and polls when it cannot
 
 After the last round a final model is trained on everything labeled. One loop per workspace (a lock).
 """
@@ -28,6 +30,8 @@ from .errors import AnnotassistError, CheckpointError, WorkspaceError
 from .lock import WorkspaceLock
 from .report import rounds_table
 from .workspace import Workspace
+
+SAFETY_PULL_S = 300.0  # with webhooks: a full pull this often anyway, in case Label Studio lost an event
 
 
 @dataclass
@@ -119,7 +123,9 @@ def _push(ws: Workspace, round_: int, opts: RunOptions, annotator) -> dict:
 
 
 def _pull(ws: Workspace, round_: int, annotator, log) -> dict:
-    """Bring in corrections until none of the round's images waits for a person."""
+    """Bring in corrections until none of the round's images waits for a person. An annotator that is told of
+    changes (Label Studio's webhooks) is waited on instead of polled; it stores them itself, and a full pull
+    every SAFETY_PULL_S seconds catches an event that got lost."""
     ids = _round_ids(ws, round_)
     poll = min(ws.config.loop.poll_seconds, getattr(annotator, "max_poll_seconds", float("inf")))
     notes: list[str] = []
@@ -131,15 +137,48 @@ def _pull(ws: Workspace, round_: int, annotator, log) -> dict:
             log(f"  {said}")
 
     pull()
-    waited = 0.0
+    told = None
     while left := annotator.pending(ids):
-        if waited == 0.0 or waited % 300 < poll:
+        listening = getattr(annotator, "listening", False)
+        if told is None or time.monotonic() - told >= 300:
             where = f" {annotator.where}" if getattr(annotator, "where", "") else ""
-            log(f"  waiting for {len(left)} of {len(ids)} images{where}; checking every {poll:g} s")
-        time.sleep(poll)
-        waited += poll
-        pull()
+            how = "stored the moment Label Studio reports them (webhooks)" if listening else \
+                f"checking every {poll:g} s"
+            log(f"  waiting for {len(left)} of {len(ids)} images{where}; {how}")
+            told = time.monotonic()
+        if listening:
+            if not annotator.wait(SAFETY_PULL_S):
+                pull()
+        else:
+            time.sleep(poll)
+            pull()
     return {"pulled": "; ".join(notes)}
+
+
+def run_step(ws: Workspace, round_: int, step: str, opts: RunOptions, annotator, log) -> dict:
+    """Run one step of a round, begun and ended as workspace transactions (train: by rounds.train_round), so
+    a rerun after a kill redoes only this step. `annotator` is needed by push and pull only. The loop runs
+    every step this way; the ML backend (annotate/backend_round.py) runs train to push."""
+    if step == "train":
+        resumed = rounds.unfinished_round(ws) == round_
+        log(f"round {round_}: train" + (f" (continuing after an interruption: "
+                                         f"{rounds.describe_resume(ws, round_)})" if resumed else ""))
+        detail = _train(ws, opts)  # the round and its train step are begun and ended by rounds.train_round
+        log(rounds_table(ws))
+        return detail
+    resumed = ws.step_status(round_, step) == "started"
+    log(f"round {round_}: {step}{' (continuing after an interruption)' if resumed else ''}")
+    ws.begin_step(round_, step)
+    if step == "score":
+        detail = _score(ws, round_, opts)
+    elif step == "select":
+        detail = _select(ws, round_)
+    elif step == "push":
+        detail = _push(ws, round_, opts, annotator)
+    else:
+        detail = _pull(ws, round_, annotator, log)
+    ws.end_step(round_, step, detail)
+    return detail
 
 
 # -- the loop ------------------------------------------------------------------------------------------------
@@ -186,25 +225,7 @@ def _run(ws: Workspace, opts: RunOptions, log) -> LoopResult:
                     return LoopResult(round_, "nothing left to label in the pool")
             if step in ("push", "pull") and annotator is None:
                 annotator = make_annotator(plan.annotator, ws, **opts.annotator_options)
-            if step == "train":
-                resumed = rounds.unfinished_round(ws) == round_
-                log(f"round {round_}: train" + (f" (continuing after an interruption: "
-                                                 f"{rounds.describe_resume(ws, round_)})" if resumed else ""))
-                _train(ws, opts)  # the round and its train step are begun and ended by rounds.train_round
-                log(rounds_table(ws))
-                continue
-            resumed = ws.step_status(round_, step) == "started"
-            log(f"round {round_}: {step}{' (continuing after an interruption)' if resumed else ''}")
-            ws.begin_step(round_, step)
-            if step == "score":
-                detail = _score(ws, round_, opts)
-            elif step == "select":
-                detail = _select(ws, round_)
-            elif step == "push":
-                detail = _push(ws, round_, opts, annotator)
-            else:
-                detail = _pull(ws, round_, annotator, log)
-            ws.end_step(round_, step, detail)
+            detail = run_step(ws, round_, step, opts, annotator, log)
             if step == "select" and detail["picked"] == 0:
                 return LoopResult(round_, "nothing left to label in the pool")
     finally:

@@ -296,6 +296,11 @@ class Workspace:
         self.db.execute("INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)",
                         (time.time(), kind, json.dumps(detail or {})))
 
+    def last_event(self, kind: str) -> dict | None:
+        """The detail of the newest event of this kind (None if there is none)."""
+        row = self.db.execute("SELECT detail FROM events WHERE kind = ? ORDER BY id DESC LIMIT 1", (kind,)).fetchone()
+        return None if row is None else json.loads(row[0] or "{}")
+
     # -- the config: one resolved copy, every command and round reads it ---------------------------------
 
     def apply_config(self, profile: str | None = None, overrides: list[str] | None = None,
@@ -706,6 +711,12 @@ class Workspace:
     def sync_id(self, image_id: int, backend: str) -> str | None:
         r = self.db.execute("SELECT external_id FROM sync WHERE image_id = ? AND backend = ?",
                             (image_id, backend)).fetchone()
+        return r[0] if r else None
+
+    def synced_image(self, backend: str, external_id: str) -> int | None:
+        """The image an annotation tool's item (e.g. a Label Studio task id) stands for, if any."""
+        r = self.db.execute("SELECT image_id FROM sync WHERE backend = ? AND external_id = ?",
+                            (backend, str(external_id))).fetchone()
         return r[0] if r else None
 
 

@@ -1,6 +1,7 @@
 """Shared fixtures: a small generated dataset, config helpers, a real CamVid workspace."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -98,3 +99,30 @@ def camvid_ws(tmp_path_factory):
     ws.sync_report = report
     yield ws
     ws.close()
+
+
+# -- a real Label Studio server, one per session, for tests/test_labelstudio*.py --------------------------------
+
+@pytest.fixture(scope="session")
+def ls(tmp_path_factory):
+    import labelstudio_server
+
+    yield from labelstudio_server.session(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def synth_src(ls):
+    """A small synthetic set inside the server's document root (copy it before changing it)."""
+    out = ls.document_root / f"synth-{os.getpid()}"
+    if not out.exists():
+        generate(out, num_pool=10, num_val=2, size=96, seed=1, progress=False)
+    return out
+
+
+@pytest.fixture
+def api(ls):
+    """Label Studio's REST API as a person's tools call it (the test's stand-in for the person)."""
+    import httpx
+
+    with httpx.Client(base_url=ls.url, headers={"Authorization": f"Token {ls.token}"}, timeout=60) as c:
+        yield c

@@ -1,7 +1,9 @@
 """A real Label Studio server for the integration tests, from the .ls-venv that scripts/labelstudio.sh makes.
 
 Started once per test session on a free loopback port with a temporary data dir, a known user and legacy
-token, local-files serving under a temporary document root, webhooks to 127.0.0.1 allowed; stopped after.
+token, local-files serving under a temporary document root, webhooks and ML backends on 127.0.0.1 allowed;
+stopped after (the `ls` fixture in conftest.py). ANNOTASSIST_LS_SERVER=FILE.json reuses a server started this
+way (a JSON of Server's fields) instead, which saves the start-up when running the tests again and again.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import json
 
 import httpx
 import pytest
@@ -55,7 +59,7 @@ def start(tmp: Path):
            "LABEL_STUDIO_USERNAME": server.email, "LABEL_STUDIO_PASSWORD": server.password,
            "LABEL_STUDIO_USER_TOKEN": server.token, "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
            "LOCAL_FILES_SERVING_ENABLED": "true", "LOCAL_FILES_DOCUMENT_ROOT": str(root),
-           "SSRF_PROTECTION_ENABLED": "false", "DJANGO_DB": "sqlite"}
+           "SSRF_PROTECTION_ENABLED": "false", "ML_BLOCK_LOCAL_IP": "false", "DJANGO_DB": "sqlite"}
     env.pop("LABEL_STUDIO_API_KEY", None)
     log = open(tmp / "label-studio.log", "w")
     proc = subprocess.Popen([str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port",
@@ -88,3 +92,19 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def session(tmp_path_factory):
+    """The session's server (a generator for a pytest fixture): reused from ANNOTASSIST_LS_SERVER, or started."""
+    reuse = os.environ.get("ANNOTASSIST_LS_SERVER")
+    if reuse:
+        d = json.loads(Path(reuse).read_text())
+        yield Server(d["url"], d["token"], d["email"], d["password"], Path(d["document_root"]))
+        return
+    tmp = tmp_path_factory.mktemp("labelstudio")
+    server, proc, log = start(tmp)
+    try:
+        yield server
+    finally:
+        stop(proc)
+        log.close()

@@ -6,7 +6,8 @@
 
 `simulated` hands back the dataset's own masks at once (benchmarks, tests, the demo); `labelstudio` pushes
 tasks with pre-annotations and pulls submitted annotations; `gradio` opens the correction editor, whose saves
-go straight into the pool. The loop does not care which (loop.py polls pull/pending until nothing is pending).
+go straight into the pool. The loop does not care which (loop.py polls pull/pending until nothing is pending,
+or, for an annotator that is `listening`, waits on it instead).
 """
 from __future__ import annotations
 
@@ -52,14 +53,31 @@ class SimulatedAnnotator:
 
 
 class LabelStudioAnnotator:
-    """Tasks with pre-annotations in one Label Studio project; submitted annotations become human masks."""
+    """Tasks with pre-annotations in one Label Studio project; submitted annotations become human masks.
 
-    def __init__(self, ws: Workspace, url: str | None = None, api_key: str | None = None, **_):
+    It listens for Label Studio's webhooks when Label Studio can reach it: a receiver on this machine,
+    registered with the project (and removed on close), whose events are pulled into the pool at once by a
+    worker thread, also while a later round trains. Whether Label Studio reaches it is checked once (the
+    project is touched and its PROJECT_UPDATED must arrive); if not (another machine, SSRF protection on), the
+    loop polls as before."""
+
+    REACH_TIMEOUT = 5.0  # Label Studio sends webhooks during the request that triggers them
+
+    def __init__(self, ws: Workspace, url: str | None = None, api_key: str | None = None, *,
+                 project: int | None = None, title: str | None = None, webhooks: bool = True, log=print, **_):
         from .labelstudio import LabelStudioSync
 
-        self.ws = ws
-        self.sync = LabelStudioSync(ws, url or ws.config.loop.labelstudio_url, api_key=api_key)
+        self.ws, self.log = ws, log
+        self.sync = LabelStudioSync(ws, url or ws.config.loop.labelstudio_url, api_key=api_key, project=project,
+                                    title=title)
         self.where = f"in Label Studio ({self.sync.url})"
+        self._want_webhooks, self._api_key = webhooks, api_key
+        self._receiver = self._puller = self._hook = None
+        self._seen = 0
+
+    @property
+    def listening(self) -> bool:
+        return self._receiver is not None
 
     def push(self, round_: int, ids: list[int]) -> str:
         r = self.sync.push(round_=round_, image_ids=ids)
@@ -67,6 +85,9 @@ class LabelStudioAnnotator:
                 f"prediction, {len(r.unchanged)} unchanged; label them at {self.sync.url}/projects/{r.project_id}")
 
     def pull(self, round_: int, ids: list[int]) -> str:
+        if self._want_webhooks:  # first listen, then pull: nothing submitted in between is missed
+            self._want_webhooks = False  # tried once per annotator
+            self._listen()
         r = self.sync.pull()
         if not r.pulled and not r.problems:
             return ""
@@ -74,11 +95,65 @@ class LabelStudioAnnotator:
         return f"{len(r.pulled)} corrections pulled ({sum(c.changed_pixels or 0 for c in r.pulled)} pixels " \
                f"changed){notes}"
 
+    def wait(self, timeout: float) -> bool:
+        """Sleep until a webhook changed the pool (True) or `timeout` seconds passed (False)."""
+        now = self._puller.wait(self._seen, timeout)
+        changed, self._seen = now > self._seen, now
+        return changed
+
     def pending(self, ids: list[int]) -> list[int]:
         return waiting(self.ws, ids)
 
+    def _listen(self) -> None:
+        from .labelstudio import WEBHOOK_ACTIONS
+        from .lsclient import LabelStudioError
+        from .webhook import EventPuller, WebhookReceiver
+
+        sync, url = self.sync, self.sync.url
+        self._puller = EventPuller(self.ws.root, lambda ws: _sync_like(sync, ws, self._api_key), self.log)
+        self._receiver = WebhookReceiver(on_event=self._puller.submit)
+        try:
+            project = sync.project_id()
+            self._hook = sync.register_webhook(self._receiver.url, WEBHOOK_ACTIONS, replaces=self._receiver.path)
+            sync.touch_project()
+            reached = self._receiver.wait_for_action("PROJECT_UPDATED", project, self.REACH_TIMEOUT)
+            why = "its test event did not arrive"
+        except LabelStudioError as e:
+            reached, why = False, str(e)
+        if reached:
+            self.log(f"  Label Studio reaches this loop's webhook ({self._receiver.url}): corrections are stored the "
+                     "moment they are submitted")
+            return
+        self.log(f"  Label Studio at {url} cannot reach this loop's webhook at {self._receiver.url} ({why}); polling "
+                 "instead (a server on another machine, or one without SSRF_PROTECTION_ENABLED=false for local "
+                 "addresses)")
+        self._stop_listening()
+
+    def _stop_listening(self) -> None:
+        if self._hook is not None:
+            try:
+                self.sync.remove_webhook(self._hook)
+            except Exception as e:  # closing: say it, never mask what stopped the loop
+                self.log(f"  could not remove the webhook {self._hook} from Label Studio ({e}); delete it in the "
+                         "project's Settings > Webhooks")
+            self._hook = None
+        if self._receiver is not None:
+            self._receiver.close()
+            self._receiver = None
+        if self._puller is not None:
+            self._puller.close()
+            self._puller = None
+
     def close(self) -> None:
+        self._stop_listening()
         self.sync.close()
+
+
+def _sync_like(sync, ws: Workspace, api_key: str | None):
+    """A second LabelStudioSync on the same server and project, for another thread's workspace handle."""
+    from .labelstudio import LabelStudioSync
+
+    return LabelStudioSync(ws, sync.url, api_key=api_key, project=sync.project_id(), unpainted=sync.unpainted)
 
 
 class EditorAnnotator:
