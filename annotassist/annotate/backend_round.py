@@ -39,6 +39,8 @@ EVENT = "ml_backend_round"
 class RoundJob:
     """The server's side: start the child, one at a time; say how it goes; stop it with the server."""
 
+    STOP_WAIT_S = 60.0  # how long a restarted server waits for its killed predecessor's round to stop
+
     def __init__(self, workspace: Path, log=print):
         self.workspace, self.log = Path(workspace), log
         self.proc: subprocess.Popen | None = None
@@ -69,8 +71,6 @@ class RoundJob:
                 return {"status": "refused", "error": str(e)}
             with Workspace(self.workspace) as ws:
                 target = target_round(ws) if resume is None else resume
-                with ws.transaction():
-                    ws.log_event(EVENT, {"state": "started", "round": target, "project": project})
             cmd = [sys.executable, "-m", "annotassist.annotate.backend_round", "--workspace", str(self.workspace),
                    "--round", str(target)]
             cmd += ["--project", str(project)] if project is not None else []
@@ -78,6 +78,8 @@ class RoundJob:
             cmd += ["--device", device] if device else []
             self.proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
             self.target = target
+            with Workspace(self.workspace) as ws, ws.transaction():  # what the next start continues
+                ws.log_event(EVENT, {"state": "started", "round": target, "project": project, "pid": self.proc.pid})
             self.log(f"training: round {target} {'continues' if resume is not None else 'started'} "
                      f"(pid {self.proc.pid})")
             return {"status": "started", "round": target, "pid": self.proc.pid}
@@ -88,6 +90,9 @@ class RoundJob:
             last = ws.last_event(EVENT)
         if not last or last.get("state") != "started":
             return ""
+        if not _gone(last.get("pid"), self.STOP_WAIT_S):  # a killed server's round is still saving its checkpoint
+            return (f"training: the interrupted round's process {last['pid']} is still running after "
+                    f"{self.STOP_WAIT_S:g} s; stop it, then start the backend again to continue the round")
         said = self.start(last.get("project"), url, device, resume=last.get("round"))
         if said["status"] != "started":
             return f"training: the interrupted round cannot continue now: {said.get('error', said['status'])}"
@@ -103,6 +108,23 @@ class RoundJob:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def _gone(pid, timeout: float) -> bool:
+    """Whether round process `pid` (of a server that was killed) has stopped, waiting up to `timeout` s."""
+    if not isinstance(pid, int):
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if b"annotassist.annotate.backend_round" not in cmdline or state == "Z":
+            return True  # another program has that pid now, or it is a zombie awaiting its reaper
+        time.sleep(0.2)
+    return False
 
 
 # -- the child -------------------------------------------------------------------------------------------------
