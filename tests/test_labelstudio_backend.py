@@ -408,7 +408,12 @@ def test_browser_task_pre_annotated_by_the_backend(ws, ls, api, served, tmp_path
         assert "/user/login" not in page.url, "login failed"
         page.goto(f"{ls.url}/projects/{sync.project_id()}/data?task={task}")
         page.wait_for_selector("canvas", timeout=60000)
-        page.wait_for_timeout(3000)  # the brush layer is painted after the image loads
+        for _ in range(40):  # the brush layer is painted after the image loads
+            page.wait_for_timeout(250)
+            page.screenshot(path=str(shot))
+            if _magenta(shot) > 20000:
+                break
+        page.wait_for_timeout(500)  # and once more after it settled, for the README's copy
         page.screenshot(path=str(shot))
         page.get_by_text("box", exact=True).first.click()
         area = page.locator("canvas").first.bounding_box()
@@ -423,13 +428,17 @@ def test_browser_task_pre_annotated_by_the_backend(ws, ls, api, served, tmp_path
         browser.close()
     (pred,) = api.get(f"/api/tasks/{task}").json()["predictions"]
     assert pred["model_version"] == "round-0" and np.array_equal(layers_to_mask(pred, *pseudo.shape), pseudo)
-    px = np.asarray(Image.open(shot).convert("RGB")).astype(int)
-    magenta = (px[..., 0] > 150) & (px[..., 2] > 150) & (px[..., 1] < 110)
     readme_copy = REPO / "docs" / "img" / "labelstudio-ml-backend.png"
     if not readme_copy.exists() or os.environ.get("ANNOTASSIST_UPDATE_SCREENSHOTS") == "1":
         readme_copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, readme_copy)
-    assert magenta.sum() > 20000, f"the backend's magenta brush is not visible in {shot}"
+    assert _magenta(shot) > 20000, f"the backend's magenta brush is not visible in {shot}"
     label = ws.read_label(i)
     assert (label[78:92, 12:66] == CLASSES.index("box")).sum(axis=0).min() >= 2
     assert (label[22:74, 22:74] == 1).all()
+
+
+def _magenta(shot: Path) -> int:
+    """Pixels of the 'disc' brush's magenta in a screenshot."""
+    px = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    return int(((px[..., 0] > 150) & (px[..., 2] > 150) & (px[..., 1] < 110)).sum())

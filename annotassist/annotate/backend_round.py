@@ -28,7 +28,6 @@ import threading
 import time
 from pathlib import Path
 
-from .. import rounds
 from ..errors import AnnotassistError, WorkspaceError
 from ..lock import WorkspaceLock
 from ..workspace import Workspace
@@ -54,7 +53,7 @@ class RoundJob:
         if self.proc is None:
             return None
         with Workspace(self.workspace) as ws:
-            r, step = rounds.next_step(ws)
+            r, step = _next_step(ws)
         if self.running():
             return {"state": "running", "round": self.target, "step": f"round {r} {step}", "pid": self.proc.pid}
         return {"state": "finished" if self.proc.returncode == 0 else f"stopped (exit {self.proc.returncode})",
@@ -110,6 +109,12 @@ class RoundJob:
             self.proc.wait()
 
 
+def _next_step(ws: Workspace) -> tuple[int, str]:
+    from ..rounds import next_step  # imported here: rounds imports torch, which the server's start can do without
+
+    return next_step(ws)
+
+
 def _gone(pid, timeout: float) -> bool:
     """Whether round process `pid` (of a server that was killed) has stopped, waiting up to `timeout` s."""
     if not isinstance(pid, int):
@@ -131,7 +136,7 @@ def _gone(pid, timeout: float) -> bool:
 
 def target_round(ws: Workspace) -> int:
     """The round a "Start training" trains: the unfinished or next one, never one whose model exists."""
-    r, step = rounds.next_step(ws)
+    r, step = _next_step(ws)
     return r if step == "train" else r + 1
 
 
@@ -147,7 +152,7 @@ def run_round(workspace: Path, target: int, project: int | None, url: str | None
         annotator = None
         try:
             while True:
-                r, step = rounds.next_step(ws)
+                r, step = _next_step(ws)
                 if r > target or (r, step) == (target, "pull"):
                     break
                 if step == "pull":  # a person asked for the next round: it trains on what is labeled now

@@ -97,7 +97,12 @@ class Backend:
         self.rounds = RoundJob(self.ws_path, log)
 
     def start(self) -> None:
-        """A round this backend started and that was interrupted (the server stopped or was killed) goes on."""
+        """A round this backend started and that was interrupted (the server stopped or was killed) goes on.
+        torch is imported in the background meanwhile: the server answers at once, and the first /predict or
+        /health during a round does not pay for the import (Label Studio gives /health 1 s)."""
+        import importlib
+
+        threading.Thread(target=importlib.import_module, args=("annotassist.rounds",), daemon=True).start()
         said = self.rounds.resume_interrupted(self.ls_url, self.opts.device)
         if said:
             self.log(said)
