@@ -18,14 +18,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .. import faults
 from ..data.datasets import image_loader
 from ..errors import AnnotassistError
+from ..progress import progress as progress_bar
 from ..runtime import distributed as dist_utils
 from ..runtime import precision
 from ..runtime.checkpoint import load_model
+from ..runtime.summary import scoring_line
 from .scores import SCORES, ScoreInput, class_weights
 
 if TYPE_CHECKING:
@@ -132,8 +133,10 @@ def score_pool(ws: Workspace, cfg, names: list[str], *, round_: int | None = Non
         shard = open(shard_file, "a")
     t0 = time.time()
     nan: dict[str, list[str]] = defaultdict(list)
-    bar = tqdm(total=len(loader), desc=f"scoring round {round_}", unit="batch",
-               disable=not (progress and dinfo.is_main), dynamic_ncols=True)
+    if progress and dinfo.is_main:
+        print(scoring_line(cfg, dev, round_, len(records), names))
+    bar = progress_bar(total=len(loader), desc=f"scoring round {round_}", unit="batch",
+                       disable=not (progress and dinfo.is_main))
     for nb, (index, images) in enumerate(loader):
         if limit_batches is not None and nb >= limit_batches:
             break  # stop early, as a killed process would (for tests of resuming)

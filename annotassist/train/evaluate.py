@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import torch
-from tqdm import tqdm
 
+from ..progress import progress as progress_bar
 from ..runtime.distributed import all_reduce_sum, is_main
 
 IGNORE = 255
@@ -58,7 +58,8 @@ def evaluate(model, loader, num_classes: int, device: torch.device, mode: str = 
     was_training = model.training
     model.eval()
     conf = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
-    for image, target in tqdm(loader, desc="eval", disable=not (progress and is_main()), leave=False):
+    for image, target in progress_bar(loader, desc="eval", unit="image", disable=not (progress and is_main()),
+                                      leave=False):
         image, target = image.to(device, non_blocking=True), target.to(device, non_blocking=True)
         if channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
