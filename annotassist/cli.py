@@ -14,14 +14,21 @@ if TYPE_CHECKING:
 
 def _config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--config", required=required, help="YAML config (see configs/)")
-    p.add_argument("--profile", help="apply a named profile of the config, e.g. cpu")
+    p.add_argument("--profile", help="apply a named profile of the config, e.g. cpu (default: cpu when there is "
+                                      "no GPU and the config has one; 'none' for the config as written)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set train.epochs=3 (repeatable)")
 
 
 def _load(args, extra: list[str] | None = None):
-    from .config import load_config
-    return load_config(args.config, profile=args.profile, overrides=list(args.set) + (extra or []))
+    """The config file with this machine's profile (the `cpu` one when there is no GPU), --set and `extra`."""
+    from .config import load_config, machine_profile
+
+    profile, note = machine_profile(args.config, args.profile)
+    if note:
+        print(note)
+    args.profile = profile
+    return load_config(args.config, profile=profile, overrides=list(args.set) + (extra or []))
 
 
 def _apply(ws: Workspace, args, extra: list[str] | None = None, why: str = "") -> None:
@@ -31,6 +38,7 @@ def _apply(ws: Workspace, args, extra: list[str] | None = None, why: str = "") -
 
     overrides = list(getattr(args, "set", None) or []) + (extra or [])
     profile = getattr(args, "profile", None)
+    profile = None if profile == "none" else profile
     if not (profile or overrides):
         return
     dist_utils.setup(getattr(args, "device", None))
@@ -57,9 +65,13 @@ def cmd_init(args) -> int:
 
     extra = [f"pool.initial_labeled={args.labeled}"] if args.labeled is not None else []
     extra += [f"pool.seed={args.seed}"] if args.seed is not None else []
-    cfg = _load(args, extra)
     ws_path = Path(args.workspace)
+    cfg = _load(args, extra) if args.config else _starter(args, extra, ws_path)
     data = _data_root(args, cfg, ws_path)
+    if args.val_share is not None and not (ws_path / "pool.sqlite").exists():
+        from .starter import hold_out
+        cfg = hold_out(cfg, data, args.val_share, ws_path / "lists")
+        print(f"held out {args.val_share:.0%} of the masked images for evaluation: {ws_path / 'lists' / 'val.txt'}")
     if (ws_path / "pool.sqlite").exists():
         ws = Workspace(ws_path)
         if ws.count(split=None) == 0:
@@ -93,6 +105,32 @@ def cmd_init(args) -> int:
     return 1 if (report.problems and args.strict) else 0
 
 
+def _starter(args, extra: list[str], ws_path: Path):
+    """init without --config: a config written for the folder and this machine (annotassist/starter.py)."""
+    from .config import from_dict
+    from .starter import starter_config
+
+    if not (args.data and args.classes):
+        raise AnnotassistError("init needs --config CONFIG, or --data DIR --classes NAME,NAME,... (a config is then "
+                               "written for the folder and this machine)")
+    import torch
+
+    data = Path(args.data)
+    if not data.is_dir():
+        raise AnnotassistError(f"--data {data}: not a folder")
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    cfg = starter_config(data, classes, ws_path.name or "dataset", torch.cuda.is_available())
+    if args.set or extra:
+        cfg = from_dict(cfg.to_dict(), source=cfg.source, overrides=list(args.set) + extra)
+    d, t = cfg.dataset, cfg.train
+    how = f"values {d.mask_values} in the mask files" if d.mask_values else "class ids in the mask files"
+    print(f"config for {data}: layout {d.layout}, classes {', '.join(d.classes)} ({how}); "
+          f"{cfg.model.backbone}, images at {t.image_scale:g}x, crop {t.crop_size}, "
+          f"{t.max_iters or t.epochs} {'steps' if t.max_iters else 'epochs'} a round; stored as "
+          f"{ws_path / 'config.yaml'} (change any setting with --set KEY=VALUE)")
+    return cfg
+
+
 def _say_what_init_keeps(ws: Workspace, cfg, data: Path, args) -> None:
     """A workspace keeps the config it was made with; say which of this init's settings differ (a --set on a
     later command changes it explicitly). Another --data is refused: the pool's images live there."""
@@ -102,7 +140,7 @@ def _say_what_init_keeps(ws: Workspace, cfg, data: Path, args) -> None:
         raise AnnotassistError(f"{ws.root} reads its images from {ws.data_root}, not {data}; to import another "
                                f"dataset start a new workspace (--workspace NEW)")
     stored = ws.config
-    if not args.profile and stored.profile:  # the profile it was made with still applies
+    if not args.profile and stored.profile and args.config:  # the profile it was made with still applies
         from .config import load_config
         cfg = load_config(args.config, profile=stored.profile, overrides=args.set)
     diff = [d for d in config_diff(stored, cfg) if not d.startswith("pool.")]
@@ -245,13 +283,14 @@ def cmd_select(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from .simulate import SimulationPlan, simulate
+    from .simulate import SimulationPlan, parse_arm, simulate
 
     cfg = _load(args)
     data = Path(args.data or cfg.dataset.root or (Path(args.out) / "data"))
+    arms = [parse_arm(a) for a in args.arms.split(",")] if args.arms else []
     plan = SimulationPlan(strategies=args.strategies.split(","), init=args.init, budget=args.budget,
                           rounds=args.rounds, seeds=args.seeds, full=args.full, warm_start=args.warm_start,
-                          profile=args.profile or "", device=args.device)
+                          profile=args.profile or "", device=args.device, arms=arms)
     simulate(cfg, plan, args.out, data)
     print(f"results in {args.out}: results.csv, results.json, learning_curve.png, summary.md")
     return 0
@@ -288,7 +327,8 @@ def _loop_overrides(args) -> list[str]:
 
 
 def cmd_loop(args) -> int:
-    from .config import load_config
+    from .config import load_config, machine_profile
+    from .hints import command
     from .importer import create_workspace
     from .loop import RunOptions, run_loop
     from .workspace import Workspace
@@ -296,9 +336,15 @@ def cmd_loop(args) -> int:
     config, ws_path = _resolve_project(args.project)
     overrides = list(args.set) + _loop_overrides(args)
     if ws_path is None:
-        cfg = load_config(config, profile=args.profile, overrides=overrides)
-        ws_path = Path(args.workspace or f"runs/{cfg.dataset.name}")
+        ws_path = Path(args.workspace) if args.workspace else None
+        new = ws_path is None or not (ws_path / "pool.sqlite").is_file()
+        profile, note = machine_profile(config, args.profile) if new else (args.profile, "")
+        cfg = load_config(config, profile=profile, overrides=overrides)
+        ws_path = ws_path or Path(f"runs/{cfg.dataset.name}")
         if not (ws_path / "pool.sqlite").is_file():
+            if note:
+                print(note)
+            args.profile = None  # applied at creation
             # a synthetic layout is generated into its root by the import (data.synthetic.ensure_generated)
             ws, report = create_workspace(ws_path, cfg, _data_root(args, cfg, ws_path))
             with ws:
@@ -315,9 +361,11 @@ def cmd_loop(args) -> int:
         result = run_loop(ws_path, opts)
     except KeyboardInterrupt:
         return 130
+    me = command()
     print(f"\nloop stopped: {result.stopped_because}. Workspace: {ws_path}\n"
-          f"  annotassist report --workspace {ws_path}     tables and plots\n"
-          f"  annotassist export --workspace {ws_path} --out DIR     the labels for any trainer")
+          f"  {me} ui --workspace {ws_path}          correct the queued images in the browser\n"
+          f"  {me} report --workspace {ws_path}      tables and plots\n"
+          f"  {me} export --workspace {ws_path} --out DIR     the labels for any trainer")
     return 0
 
 
@@ -329,7 +377,8 @@ def cmd_report(args) -> int:
     with Workspace(args.workspace) as ws:
         print(rounds_table(ws, per_class=True))
         out = Path(args.out or (ws.root / "report"))
-        paths = round_plots(round_rows(ws), ws.config.dataset.classes, out, ws.config.palette())
+        paths = round_plots(round_rows(ws), ws.config.dataset.classes, out, ws.config.palette(),
+                            ws.class_pixels("pool"))
     print("\nplots: " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -394,7 +443,19 @@ def _class_id(ws: Workspace, name: str) -> int:
     raise AnnotassistError(f"--unpainted {name}: not a class of {ws.root} ({', '.join(classes)}); or 'ignore'")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _known(what: str, full: bool) -> str:
+    """The registered strategies or scores, listed in --help (the registry imports torch, which a plain
+    `status` should not wait for, so it is read only when help is asked for)."""
+    if not full:
+        return "see --help"
+    from .acquire.scores import SCORES
+    from .acquire.strategies import STRATEGIES
+
+    names = sorted(STRATEGIES) + sorted(set(SCORES) - set(STRATEGIES)) if what == "strategies" else sorted(SCORES)
+    return "one of: " + ", ".join(names)
+
+
+def build_parser(full_help: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="annotassist",
         description="Active labeling for semantic segmentation: train DSSN on labeled + unlabeled images, "
@@ -416,7 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "point, the same command continues where it stopped.")
     p.add_argument("--project", required=True,
                    help="a config name in configs/ (demo, camvid, voc, cityscapes), a config file or a workspace")
-    p.add_argument("--profile", help="apply a named profile of the config, e.g. cpu")
+    p.add_argument("--profile", help="apply a named profile of the config, e.g. cpu (default: cpu when there is "
+                                      "no GPU and the config has one; 'none' for the config as written)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--data", help="dataset root (default: dataset.root of the config)")
     p.add_argument("--workspace", help="default: runs/<dataset name>")
@@ -426,7 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="editor port (gradio annotator)")
     p.add_argument("--rounds", type=int, help="acquisition rounds in all (default: loop.rounds)")
     p.add_argument("--budget", type=int, help="images per round (default: acquire.budget)")
-    p.add_argument("--strategy", help="selection strategy (default: acquire.strategy)")
+    p.add_argument("--strategy", help=f"selection strategy (default: acquire.strategy); "
+                                       f"{_known('strategies', full_help)}")
     p.add_argument("--target-miou", type=float, help="stop once the evaluation mIoU reaches this (0..1)")
     p.add_argument("--from-scratch", action="store_true", help="train each round from ImageNet weights")
     p.add_argument("--restart-round", action="store_true",
@@ -440,9 +503,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for the plots (default: <workspace>/report)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("init", help="create or update a workspace from a dataset")
-    _config_args(p)
+    p = sub.add_parser("init", help="create or update a workspace from a dataset",
+                       description="With --config: the dataset that config describes. Without: --data DIR --classes "
+                                   "a,b,... writes a config for the folder (DIR/images + DIR/masks, a list file "
+                                   "DIR/train.txt, VOC or Cityscapes) sized for this machine.")
+    _config_args(p, required=False)
     p.add_argument("--data", help="dataset root (default: dataset.root of the config)")
+    p.add_argument("--classes", help="without --config: class names in the order of the mask values, e.g. "
+                                     "background,vessel")
+    p.add_argument("--val-share", type=float, help="hold out this share of the masked images as the evaluation "
+                                                   "set (when the dataset names none), e.g. 0.2")
     p.add_argument("--workspace", required=True)
     p.add_argument("--labeled", type=int, help="N random masked pool images start labeled (0 = all masked)")
     p.add_argument("--seed", type=int, help="seed of the random initial labeled set")
@@ -491,8 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="score the unlabeled pool with the latest round's model")
     p.add_argument("--workspace", required=True)
     _config_args(p, required=False)
-    p.add_argument("--strategy", help="compute the scores this strategy needs (default: acquire.strategy)")
-    p.add_argument("--scores", help="comma-separated score names instead")
+    p.add_argument("--strategy", help=f"compute the scores this strategy needs (default: acquire.strategy); "
+                                       f"{_known('strategies', full_help)}")
+    p.add_argument("--scores", help=f"comma-separated score names instead; {_known('scores', full_help)}")
     p.add_argument("--round", type=int, help="score with this round's model (default: the latest)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--device")
@@ -501,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("select", help="queue the next images to label from stored scores")
     p.add_argument("--workspace", required=True)
     _config_args(p, required=False)
-    p.add_argument("--strategy", help="dssn (default), random, entropy, margin, classbal, ripu, ...")
+    p.add_argument("--strategy", help=f"default: acquire.strategy; {_known('strategies', full_help)}")
     p.add_argument("--budget", type=int, help="images to queue (default: acquire.budget)")
     p.add_argument("--round", type=int)
     p.set_defaults(func=cmd_select)
@@ -510,7 +581,11 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--data", help="dataset root (default: dataset.root)")
     p.add_argument("--out", required=True)
-    p.add_argument("--strategies", default="random,dssn")
+    p.add_argument("--strategies", default="random,dssn",
+                   help=f"comma-separated (default random,dssn); {_known('strategies', full_help)}")
+    p.add_argument("--arms", help="instead of --strategies: comma-separated NAME=STRATEGY[:METHOD][:scratch], e.g. "
+                                  "scratch=random:supervised:scratch,random=random,dssn=dssn (scratch: the person "
+                                  "draws from scratch, no pre-annotation)")
     p.add_argument("--init", type=int, default=16, help="initial random labeled images")
     p.add_argument("--budget", type=int, default=16, help="images labeled per round")
     p.add_argument("--rounds", type=int, default=5)
@@ -558,7 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(full_help=any(a in ("-h", "--help") for a in argv)).parse_args(argv)
     try:
         return args.func(args)
     except AnnotassistError as e:

@@ -41,6 +41,9 @@ class DatasetConfig:
     palette: list[list[int]] = field(default_factory=list)
     # the value in the source masks that means "not labeled"; read as 255 internally (255 is always ignore)
     ignore_index: int = 255
+    # the value each class has in the source mask files, when it is not the class id itself (binary masks
+    # saved as 0/255: [0, 255]); every other value is then "not labeled". Empty = pixel value = class id
+    mask_values: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -93,6 +96,10 @@ class TrainConfig:
     criterion: Literal["ce", "ohem"] = "ce"
     ohem_thresh: float = 0.7
     ohem_min_kept: int = 200000
+    # balanced: weigh the labeled loss per class by share^-power of the labeled pixels (a thin or rare class,
+    # a few % of the pixels, otherwise learns nothing in a short CPU round); none as published
+    class_balance: Literal["none", "balanced"] = "none"
+    class_balance_power: float = 0.5
     # auto = bf16 autocast on CUDA, fp32 on CPU
     amp: Literal["auto", "bf16", "off"] = "auto"
     channels_last: bool = False
@@ -174,6 +181,9 @@ class LoopConfig:
     warm_start: bool = True  # start each round from the previous round's model instead of ImageNet weights
     target_miou: float = 0.0  # stop once the evaluation mIoU reaches this (0..1; 0 = never)
     poll_seconds: float = 10.0  # how often to look for corrections while a person works
+    # hand the person the model's pseudo-masks to correct (false: they draw from scratch; the benchmark's
+    # "no assistant" arm)
+    pre_annotate: bool = True
     labelstudio_url: str = "http://localhost:8080"
 
 
@@ -331,9 +341,14 @@ def _validate_semantics(cfg: Config, errors: list[str]) -> None:
     for i, c in enumerate(d.palette):
         if c is not None and (len(c) != 3 or any(not (0 <= v <= 255) for v in c if v is not None)):
             errors.append(f"dataset.palette[{i}] must be [r, g, b] with values 0..255, got {c}")
+    if d.mask_values:
+        if len(d.mask_values) != len(d.classes):
+            errors.append(f"dataset.mask_values has {len(d.mask_values)} values for {len(d.classes)} classes")
+        elif len(set(d.mask_values)) != len(d.mask_values) or any(not (0 <= v <= 65535) for v in d.mask_values):
+            errors.append(f"dataset.mask_values must be distinct pixel values 0..65535, got {d.mask_values}")
     if not (0 <= d.ignore_index <= 255):
         errors.append(f"dataset.ignore_index must be 0..255, got {d.ignore_index}")
-    elif d.ignore_index < len(d.classes):
+    elif d.ignore_index < len(d.classes) and not d.mask_values:
         errors.append(f"dataset.ignore_index {d.ignore_index} is also a class id (there are "
                       f"{len(d.classes)} classes, 0..{len(d.classes) - 1})")
     if len(d.classes) > 255:
@@ -442,6 +457,31 @@ def from_dict(data: dict, source: str = "<dict>", profile: str | None = None,
         raise ConfigError(f"{source}: {len(errors)} problem(s) in the config:\n  - " + "\n  - ".join(errors))
     cfg.source = source
     return cfg
+
+
+def machine_profile(path: str | Path, requested: str | None) -> tuple[str | None, str]:
+    """The profile to apply on this machine, and a line saying so when it was chosen for the user.
+
+    An explicit --profile wins ('none' = the config as written). Otherwise, with no CUDA device, a config's
+    `cpu` profile is chosen: the GPU recipes (ResNet-101 weights from the internet, crop 321+, 80 epochs)
+    are not what a laptop can run."""
+    if requested == "none":
+        return None, ""
+    if requested:
+        return requested, ""
+    try:
+        profiles = (yaml.safe_load(Path(path).read_text()) or {}).get("profiles") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None, ""  # load_config reports the file's problem
+    if "cpu" not in profiles:
+        return None, ""
+    import torch
+
+    if torch.cuda.is_available():
+        return None, ""
+    sets = ", ".join(f"{k}" for k in sorted(flatten(profiles["cpu"] or {})))
+    return "cpu", (f"no CUDA device here: using the 'cpu' profile of {path} ({sets}); "
+                   "--profile none runs the config as written, --profile NAME another profile")
 
 
 def load_config(path: str | Path, profile: str | None = None, overrides: list[str] | None = None) -> Config:

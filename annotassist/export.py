@@ -23,12 +23,12 @@ import os
 import shutil
 from pathlib import Path
 
-from tqdm import tqdm
 
 from . import faults
 from .data.layouts import stays_inside
 from .data.masks import read_mask, write_mask
 from .errors import AnnotassistError, DataError, Problem
+from .progress import progress as progress_bar
 from .workspace import Workspace
 
 MARKER = ".annotassist-export"
@@ -144,7 +144,7 @@ def _write(ws: Workspace, plan: list[dict], stage: Path, link: bool, progress: b
     cfg = ws.config
     palette = cfg.palette()
     lists: dict[str, list[str]] = {n: [] for n in LISTS}
-    for item in tqdm(plan, desc="export", disable=not progress, leave=False):
+    for item in progress_bar(plan, desc="export", unit="image", disable=not progress, leave=False):
         rec = item["rec"]
         dst = stage / item["image"]
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from .config import Config
 from .data.layouts import _name, check_sample, read_split
 from .data.masks import file_sha256
 from .errors import AnnotassistError, DataError, Problem, WorkspaceError
+from .progress import progress as progress_bar
 from .workspace import NewImage, PoolUpdate, SyncReport, Workspace
 
 
@@ -51,7 +51,8 @@ def import_dataset(ws: Workspace, progress: bool = True) -> SyncReport:
     existing = {r.name: r for r in ws.images(split=None, include_missing=True)}
     hashes = {r.sha256: r.name for r in existing.values() if not r.missing}
     new_checked, late_masks, changed_sha = [], [], {}
-    for name, (split, s) in tqdm(found.items(), desc="checking images", disable=not progress, leave=False):
+    for name, (split, s) in progress_bar(list(found.items()), desc="checking images", unit="image",
+                                         disable=not progress, leave=False):
         try:
             sha = file_sha256(s.image)
         except OSError as e:

@@ -37,6 +37,9 @@ class RunOptions:
     device: str | None = None
     progress: bool = True
     restart_round: bool = False  # train an unfinished round again from its start with the current settings
+    # after the last round's model: score, select and pre-annotate the next images, so a person (the editor,
+    # Label Studio) finds work waiting; benchmarks that only read the models turn it off
+    queue_next: bool = True
     annotator_options: dict = field(default_factory=dict)  # Label Studio url and key, editor host/port
 
 
@@ -111,10 +114,12 @@ def _push(ws: Workspace, round_: int, opts: RunOptions, annotator) -> dict:
     from .runtime.checkpoint import load_model
 
     ids = annotator.pending(_round_ids(ws, round_))
-    device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, _ = load_model(ws.round_info(round_)["checkpoint"], ws.config, device)
-    made = prelabel(ws, ws.config, model, device, round_, ids)
-    del model
+    made = 0
+    if ws.config.loop.pre_annotate:
+        device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model, _ = load_model(ws.round_info(round_)["checkpoint"], ws.config, device)
+        made = prelabel(ws, ws.config, model, device, round_, ids)
+        del model
     return {"pseudo_masks": made, "pushed": annotator.push(round_, ids)}
 
 
@@ -176,8 +181,12 @@ def _run(ws: Workspace, opts: RunOptions, log) -> LoopResult:
                 if rounds.unfinished_round(ws) is None and round_ > plan.rounds:
                     return LoopResult(round_ - 1, f"all {plan.rounds} rounds done")
             else:
-                if round_ >= plan.rounds:  # the final model is trained; no more labeling asked for
-                    return LoopResult(round_, f"all {plan.rounds} rounds done")
+                if round_ >= plan.rounds and (step == "pull" or not opts.queue_next):
+                    # the final model is trained (and the next images wait for a person): no more rounds asked for
+                    waiting = len(_round_ids(ws, round_)) if opts.queue_next else 0
+                    return LoopResult(round_, f"all {plan.rounds} rounds done" +
+                                      (f"; the next {waiting} images are queued with pre-annotations" if waiting
+                                       else ""))
                 miou = (ws.round_info(round_)["metrics"] or {}).get("mIoU")
                 if plan.target_miou and miou is not None and miou >= plan.target_miou:
                     return LoopResult(round_, f"target mIoU {plan.target_miou * 100:.1f}% reached "

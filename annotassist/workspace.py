@@ -27,7 +27,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .config import Config, config_diff, dump_config, from_dict, load_config
-from .data.layouts import Sample
+from .data.layouts import Sample, read_source_mask
 from .data.masks import IGNORE, class_histogram, read_mask, write_mask
 from .errors import DataError, Problem, WorkspaceError
 
@@ -495,8 +495,7 @@ class Workspace:
         if rec.source_mask_path is None:
             raise WorkspaceError(f"image {rec.name} has no mask in the source data: the simulated annotator "
                                  "needs a dataset with masks for every pool image")
-        return read_mask(rec.source_mask_path, self.config.num_classes, self.config.dataset.ignore_index,
-                         self.config.palette())
+        return read_source_mask(rec.source_mask_path, self.config)
 
     def samples(self, split: str = "pool", state: str | None = None) -> list[Sample]:
         """Image paths with their current label path (None for images without one), for datasets."""

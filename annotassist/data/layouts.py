@@ -196,12 +196,19 @@ class CheckedSample:
     mask: np.ndarray | None
 
 
+def read_source_mask(path: Path, cfg: Config):
+    """A mask file of the dataset, in the dataset's own encoding (its ignore value, palette or per-class
+    values), as class ids with 255 = ignore. Masks inside a workspace or an export are plain class ids."""
+    d = cfg.dataset
+    return read_mask(path, cfg.num_classes, d.ignore_index, cfg.palette(), d.mask_values or None)
+
+
 def check_sample(sample: Sample, cfg: Config) -> CheckedSample:
     """Decode the image and its mask; raise DataError naming the file if anything is wrong."""
     w, h = image_size(sample.image)
     mask = None
     if sample.mask is not None:
-        mask = read_mask(sample.mask, cfg.num_classes, cfg.dataset.ignore_index, cfg.palette())
+        mask = read_source_mask(sample.mask, cfg)
         if mask.shape != (h, w):
             raise DataError(f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
                             f"{sample.image.name} is {w}x{h}; re-export the mask at the image's size")

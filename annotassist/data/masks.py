@@ -49,11 +49,12 @@ def read_image(path: str | Path) -> Image.Image:
 
 
 def read_mask(path: str | Path, num_classes: int, ignore_index: int = IGNORE,
-              palette: list[tuple[int, int, int]] | None = None) -> np.ndarray:
+              palette: list[tuple[int, int, int]] | None = None, values: list[int] | None = None) -> np.ndarray:
     """Read a mask file into class ids with 255 = ignore; raise DataError naming the file on anything odd.
 
-    Accepts single-channel and palette ('P') PNGs holding class ids, and RGB colour masks when a palette is
-    given (each colour must be a class colour).
+    Accepts single-channel (8 or 16 bit, grayscale included) and palette ('P') PNGs holding class ids, RGB colour
+    masks when a palette is given (each colour must be a class colour), and masks whose pixel value of class i
+    is `values[i]` (binary masks saved as 0/255; every other value is "not labeled").
     """
     try:
         with Image.open(path) as im:
@@ -74,6 +75,11 @@ def read_mask(path: str | Path, num_classes: int, ignore_index: int = IGNORE,
     if arr.ndim != 2:
         raise DataError(f"{path}: a mask must have one channel, this one has shape {arr.shape}")
     arr = arr.astype(np.int64)
+    if values:
+        ids = np.full(arr.shape, IGNORE, dtype=np.int64)
+        for class_id, v in enumerate(values):
+            ids[arr == v] = class_id
+        return ids.astype(np.uint8)
     if ignore_index != IGNORE:
         arr[arr == ignore_index] = IGNORE
     bad = np.unique(arr[(arr >= num_classes) & (arr != IGNORE)])

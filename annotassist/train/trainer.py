@@ -93,7 +93,8 @@ def class_coverage_warning(class_pixels: np.ndarray, class_names: list[str]) -> 
 class Trainer:
     def __init__(self, cfg, labeled: list[Sample], unlabeled: list[Sample], val: list[Sample],
                  run_dir: str | Path, *, method: str | None = None, resume: bool = False,
-                 init_weights: str | Path | None = None, device: str | None = None, progress: bool = True):
+                 init_weights: str | Path | None = None, device: str | None = None, progress: bool = True,
+                 class_pixels=None):
         self.cfg = cfg
         self.method_name = method or cfg.train.method
         if self.method_name not in METHODS:
@@ -146,7 +147,7 @@ class Trainer:
             disc = RegionDiscriminator(cfg.num_classes).to(self.device)
             self.disc = nn.parallel.DistributedDataParallel(disc) if self.dist.world_size > 1 else disc
             self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.region.lr, betas=(0.9, 0.99))
-        self.criterion = labeled_criterion(t)
+        self.criterion = labeled_criterion(t, class_pixels, self.device)
 
         self.dataset = SemiDataset(labeled, self.unlabeled, cfg.num_classes, t.crop_size, t.scale_range,
                                    t.image_scale, t.seed, StrongAug(tuple(cfg.dssn.color_jitter), 0.8,
