@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import functools
+import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,6 +63,48 @@ def _data_root(args, cfg, ws_path: Path) -> Path:
     return data
 
 
+def _writes(func=None, *, create: bool = False):
+    """The verb changes the pool: it holds the workspace lock while it runs (lock.py), so a second writer is
+    refused with the holder's pid. `create`: the folder may not exist yet (init makes it; if init then fails
+    before writing anything, the folder is removed again)."""
+    if func is None:
+        return functools.partial(_writes, create=create)
+
+    @functools.wraps(func)
+    def run(args, *rest) -> int:
+        from .lock import LOCK_FILE, WorkspaceLock
+
+        ws = Path(args.workspace) if getattr(args, "workspace", None) else None
+        # split-file training has no workspace; under torchrun only rank 0 writes to the pool
+        if ws is None or os.environ.get("RANK", "0") != "0" or not (ws.exists() or create):
+            return func(args, *rest)
+        made = not ws.exists()
+        if made:
+            try:
+                ws.mkdir(parents=True)
+            except OSError as e:
+                raise AnnotassistError(f"cannot create the workspace folder {ws} ({e.strerror}); choose a "
+                                       "folder you can write to") from None
+        try:
+            with WorkspaceLock(ws, args.verb):
+                return func(args, *rest)
+        finally:
+            if made and [p.name for p in ws.iterdir()] in ([LOCK_FILE], []):
+                (ws / LOCK_FILE).unlink(missing_ok=True)
+                ws.rmdir()
+    return run
+
+
+def _say_who_writes(ws_path) -> None:
+    """A read beside a running writer: say who it is (the numbers may move while it runs)."""
+    from .lock import describe, holder
+
+    info = holder(ws_path)
+    if info:
+        print(f"note: {describe(info)} is changing {ws_path} now; what follows may change while it runs")
+
+
+@_writes(create=True)
 def cmd_init(args) -> int:
     from .importer import create_workspace, import_dataset, label_from_list
     from .workspace import Workspace
@@ -98,6 +144,13 @@ def cmd_init(args) -> int:
         if report.problems:
             print(f"\n{len(report.problems)} problem(s); these images were skipped, the rest was added:")
             for p in report.problems:
+                print(f"  - {p}")
+        if report.restored:
+            print(f"\nrewrote {len(report.restored)} ground-truth mask file(s) lost from {ws_path / 'masks'} from "
+                  "the dataset's masks")
+        if report.lost:
+            print(f"\n{len(report.lost)} mask file(s) are lost from the workspace; only a backup brings them back:")
+            for p in report.lost:
                 print(f"  - {p}")
         print()
         from .report import status_text
@@ -157,7 +210,8 @@ def cmd_status(args) -> int:
     from .report import status_text
     from .workspace import Workspace
 
-    with Workspace(args.workspace) as ws:
+    with Workspace(args.workspace, write=False) as ws:
+        _say_who_writes(ws.root)
         print(status_text(ws))
     return 0
 
@@ -166,7 +220,8 @@ def cmd_export(args) -> int:
     from .export import export
     from .workspace import Workspace
 
-    with Workspace(args.workspace) as ws:
+    with Workspace(args.workspace, write=False) as ws:
+        _say_who_writes(ws.root)
         summary = export(ws, args.out, link=args.link, force=args.force)
     print(f"exported {summary['labeled_count']} labeled, {summary['unlabeled_count']} unlabeled, "
           f"{summary['val_count']} val images to {args.out}")
@@ -194,6 +249,7 @@ def _print_metrics(metrics: dict, classes: list[str]) -> None:
     print(table(["class", "IoU"], [[c, per.get(c)] for c in classes]))
 
 
+@_writes
 def cmd_train(args) -> int:
     from .runtime import distributed as dist_utils
 
@@ -237,6 +293,7 @@ def cmd_train(args) -> int:
     return 0
 
 
+@_writes
 def cmd_score(args) -> int:
     from .acquire.scoring import score_pool
     from .acquire.strategies import resolve
@@ -264,6 +321,7 @@ def cmd_score(args) -> int:
     return 0
 
 
+@_writes
 def cmd_select(args) -> int:
     from .acquire.select import select_next
     from .report import table
@@ -328,29 +386,41 @@ def _loop_overrides(args) -> list[str]:
 
 def cmd_loop(args) -> int:
     from .config import load_config, machine_profile
-    from .hints import command
-    from .importer import create_workspace
-    from .loop import RunOptions, run_loop
-    from .workspace import Workspace
 
     config, ws_path = _resolve_project(args.project)
     overrides = list(args.set) + _loop_overrides(args)
+    cfg, note = None, ""
     if ws_path is None:
         ws_path = Path(args.workspace) if args.workspace else None
         new = ws_path is None or not (ws_path / "pool.sqlite").is_file()
         profile, note = machine_profile(config, args.profile) if new else (args.profile, "")
         cfg = load_config(config, profile=profile, overrides=overrides)
         ws_path = ws_path or Path(f"runs/{cfg.dataset.name}")
-        if not (ws_path / "pool.sqlite").is_file():
-            if note:
-                print(note)
-            args.profile = None  # applied at creation
-            # a synthetic layout is generated into its root by the import (data.synthetic.ensure_generated)
-            ws, report = create_workspace(ws_path, cfg, _data_root(args, cfg, ws_path))
-            with ws:
-                print(f"workspace {ws_path}: {report.added} images, {report.labeled} labeled to start")
-                for p in report.problems:
-                    print(f"  skipped: {p}")
+        if not new:
+            cfg = None  # an existing workspace keeps its own config; --profile/--set are applied to it below
+    args.workspace = str(ws_path)
+    return _loop_locked(args, cfg, overrides, note)
+
+
+@_writes(create=True)
+def _loop_locked(args, cfg, overrides: list[str], note: str = "") -> int:
+    """The loop's part that holds the lock: making the workspace, storing its options, the rounds."""
+    from .hints import command
+    from .importer import create_workspace
+    from .loop import RunOptions, run_loop
+    from .workspace import Workspace
+
+    ws_path = Path(args.workspace)
+    if cfg is not None and not (ws_path / "pool.sqlite").is_file():
+        if note:
+            print(note)
+        args.profile = None  # applied at creation
+        # a synthetic layout is generated into its root by the import (data.synthetic.ensure_generated)
+        ws, report = create_workspace(ws_path, cfg, _data_root(args, cfg, ws_path))
+        with ws:
+            print(f"workspace {ws_path}: {report.added} images, {report.labeled} labeled to start")
+            for p in report.problems:
+                print(f"  skipped: {p}")
     with Workspace(ws_path) as ws:
         args.set = overrides
         _apply(ws, args, why="loop")
@@ -374,9 +444,13 @@ def cmd_report(args) -> int:
     from .report import round_rows, rounds_table
     from .workspace import Workspace
 
-    with Workspace(args.workspace) as ws:
+    with Workspace(args.workspace, write=False) as ws:
+        _say_who_writes(ws.root)
         print(rounds_table(ws, per_class=True))
         out = Path(args.out or (ws.root / "report"))
+        if ws.readonly and not args.out:
+            raise AnnotassistError(f"the workspace {ws.root} is read-only, so the plots cannot go to {out}; "
+                                   "pass --out DIR")
         paths = round_plots(round_rows(ws), ws.config.dataset.classes, out, ws.config.palette(),
                             ws.class_pixels("pool"))
     print("\nplots: " + ", ".join(str(p) for p in paths))
@@ -384,13 +458,15 @@ def cmd_report(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from .ui.editor import launch
+    from .ui.editor import launch, read_auth
 
+    auth = read_auth(args.auth, args.auth_file)
     print(f"correction editor for {args.workspace} (Ctrl-C to stop)")
-    launch(args.workspace, host=args.host, port=args.port, share=args.share, auth=args.auth)
+    launch(args.workspace, host=args.host, port=args.port, share=args.share, auth=auth)
     return 0
 
 
+@_writes
 def cmd_push(args) -> int:
     from .annotate.labelstudio import LabelStudioSync
     from .workspace import Workspace
@@ -409,6 +485,7 @@ def cmd_push(args) -> int:
     return 0
 
 
+@_writes
 def cmd_pull(args) -> int:
     from .annotate.labelstudio import LabelStudioSync, pending
     from .workspace import Workspace
@@ -600,7 +677,9 @@ def build_parser(full_help: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
     p.add_argument("--port", type=int, help="port (default: Gradio's, 7860 or the next free one)")
     p.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link")
-    p.add_argument("--auth", help="USER:PASSWORD for basic login (or set ANNOTASSIST_AUTH)")
+    p.add_argument("--auth-file", help="a file whose first line is USER:PASSWORD, for a login page")
+    p.add_argument("--auth", help="USER:PASSWORD (shown to other users by ps: prefer ANNOTASSIST_AUTH=USER:PASSWORD "
+                                  "or --auth-file)")
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("synth", help="write the synthetic demo set (list layout)")
@@ -632,9 +711,35 @@ def build_parser(full_help: bool = False) -> argparse.ArgumentParser:
     return parser
 
 
+def _unknown_options(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], str]:
+    """Options the verb does not know, by name only: argparse would echo what follows them, and that may be a
+    secret (`--api-key KEY`). Abbreviations argparse accepts are known."""
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    known, verb, unknown = set(parser._option_string_actions), "", []
+    for tok in argv:
+        if tok == "--":
+            break
+        if not verb and tok in verbs:
+            verb = tok
+            known |= set(verbs[tok]._option_string_actions)
+            continue
+        if len(tok) < 2 or not tok.startswith("-") or tok[1].isdigit() or tok[1] == ".":
+            continue  # a value (negative numbers included)
+        name = tok.split("=", 1)[0] if tok.startswith("--") else tok[:2]
+        if not any(k == name or (name.startswith("--") and k.startswith(name)) for k in known):
+            unknown.append(name)
+    return unknown, verb
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(full_help=any(a in ("-h", "--help") for a in argv)).parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(full_help=any(a in ("-h", "--help") for a in argv))
+    unknown, verb = _unknown_options(parser, argv)
+    if unknown:
+        where = f"annotassist {verb}" if verb else "annotassist"
+        parser.exit(2, f"{where}: error: unknown option {', '.join(unknown)} (its value is not shown: it may be a "
+                       f"secret); see '{where} --help'\n")
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except AnnotassistError as e:
@@ -643,6 +748,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `annotassist status | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except sqlite3.DatabaseError as e:  # a pool damaged after it was opened (opening checks it: workspace.py)
+        from .workspace import damaged_message
+
+        if os.environ.get("ANNOTASSIST_DEBUG"):
+            raise
+
+        where = Path(getattr(args, "workspace", None) or ".") / "pool.sqlite"
+        print(f"error: {damaged_message(where, e)}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        # what the machine refused (full disk, read-only or forbidden folder): one line, not a traceback
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG):
+            raise
+        print(f"error: {e.filename or 'a file'}: {e.strerror}; free disk space or fix the permissions there, then "
+              "run the command again", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

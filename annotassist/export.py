@@ -42,19 +42,20 @@ class ExportError(AnnotassistError):
 def export(ws: Workspace, out: str | Path, link: bool = False, progress: bool = True, force: bool = False) -> dict:
     out = Path(out)
     ours = check_destination(ws, out, force)
-    plan, skipped = _plan(ws)
-    written = [rel for item in plan for rel in (item["image"], item["mask"]) if rel] + \
-        [f"{n}.txt" for n in LISTS] + ["classes.txt", "export.json"]
-    foreign = [rel for rel in written if rel not in ours and (os.path.lexists(out / rel))]
-    if foreign:
-        raise ExportError(f"{out} already holds {len(foreign)} file(s) that annotassist did not write there "
-                          f"(e.g. {', '.join(foreign[:3])}); they are never replaced: export into a new folder")
-    stage = _staging(out)
-    try:
-        summary = _write(ws, plan, stage, link, progress)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+    with ws.snapshot():  # one consistent pool, even beside a running loop
+        plan, skipped = _plan(ws)
+        written = [rel for item in plan for rel in (item["image"], item["mask"]) if rel] + \
+            [f"{n}.txt" for n in LISTS] + ["classes.txt", "export.json"]
+        foreign = [rel for rel in written if rel not in ours and (os.path.lexists(out / rel))]
+        if foreign:
+            raise ExportError(f"{out} already holds {len(foreign)} file(s) that annotassist did not write there "
+                              f"(e.g. {', '.join(foreign[:3])}); they are never replaced: export into a new folder")
+        stage = _staging(out)
+        try:
+            summary = _write(ws, plan, stage, link, progress)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
     summary["skipped"] = [str(p) for p in skipped]
     (stage / "export.json").write_text(json.dumps(summary, indent=2))
     _commit(stage, out, written, ours)

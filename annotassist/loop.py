@@ -11,7 +11,8 @@ step it died in without doing anything twice:
     push    skips pseudo-masks already stored; never duplicates a Label Studio task
     pull    never pulls a correction twice (each image one transaction)
 
-After the last round a final model is trained on everything labeled. One loop per workspace (a lock).
+After the last round a final model is trained on everything labeled. One writer per workspace (lock.py): a
+second loop, or a select or train beside this one, is refused; the correction editor's saves are not.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from pathlib import Path
 from . import rounds
 from .annotate.annotators import make_annotator
 from .errors import AnnotassistError, CheckpointError, WorkspaceError
-from .lock import WorkspaceLock
+from .lock import WorkspaceLock, child_env
 from .report import rounds_table
 from .workspace import Workspace
 
@@ -52,11 +53,12 @@ class LoopResult:
 # -- the steps -----------------------------------------------------------------------------------------------
 
 def _torchrun(ws: Workspace, opts: RunOptions, args: list[str]) -> None:
-    """Run a verb under torchrun; the processes read the workspace's stored config (nothing is replayed)."""
+    """Run a verb under torchrun; the processes read the workspace's stored config (nothing is replayed). They
+    write under the lock this loop holds: its token in their environment lets them join it (lock.py)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={opts.gpus}",
            "-m", "annotassist.cli", *args, "--workspace", str(ws.root)] + \
           (["--device", opts.device] if opts.device else [])
-    if subprocess.run(cmd).returncode != 0:
+    if subprocess.run(cmd, env=child_env(ws.root)).returncode != 0:
         raise AnnotassistError(f"{args[0]} under torchrun failed (see its output above); the step continues "
                                "from where it stopped when you run the loop again")
 

@@ -63,7 +63,25 @@ def status_text(ws: Workspace) -> str:
     absent = [c for c, p in zip(cfg.dataset.classes, pixels) if p == 0]
     if absent and counts["labeled"]:
         out.append(f"\nno labeled pixels yet for: {', '.join(absent)}")
+    out += lost_masks_text(ws)
     return "\n".join(out)
+
+
+def lost_masks_text(ws: Workspace) -> list[str]:
+    """A warning for mask files gone from the workspace (training and export stop on a lost label)."""
+    lost = ws.lost_masks()
+    if not lost:
+        return []
+    labels = [m for m in lost if m.is_label]
+    truth = [m for m in lost if m.mask.kind == "ground_truth"]
+    names = ", ".join(f"{m.image_name} ({m.mask.path.relative_to(ws.root)})" for m in (labels or lost)[:5])
+    out = [f"\nwarning: {len(lost)} mask file(s) are missing from {ws.root / 'masks'}, {len(labels)} of them "
+           f"current labels (training and export stop on those): {names}{' ...' if len(lost) > 5 else ''}",
+           f"  fix: restore {ws.root / 'masks'} from a backup"]
+    if truth:
+        out[-1] += (f"; the {len(truth)} ground-truth one(s) are rewritten from the dataset by 'annotassist init "
+                    f"--config {ws.root / 'config.yaml'} --data {ws.data_root} --workspace {ws.root}'")
+    return out
 
 
 def round_rows(ws: Workspace) -> list[dict]:

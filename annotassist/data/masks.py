@@ -26,6 +26,12 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _too_large(path, e: Exception, what: str = "an image") -> DataError:
+    """PIL refuses a header that claims more pixels than it will decode (a damaged or hostile file)."""
+    return DataError(f"{path}: cannot be read as {what}: its header claims too many pixels ({e}); replace or "
+                     "remove the file")
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) after checking that the file decodes fully (a truncated PNG fails here, not mid-training)."""
     try:
@@ -34,6 +40,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
             return im.size
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except Image.DecompressionBombError as e:
+        raise _too_large(path, e) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot be read as an image ({e}); replace or remove the file") from None
 
@@ -44,6 +52,8 @@ def read_image(path: str | Path) -> Image.Image:
             return im.convert("RGB")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except Image.DecompressionBombError as e:
+        raise _too_large(path, e) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot be read as an image ({e}); replace or remove the file") from None
 
@@ -63,6 +73,8 @@ def read_mask(path: str | Path, num_classes: int, ignore_index: int = IGNORE,
             arr = np.array(im)
     except FileNotFoundError:
         raise DataError(f"{path}: mask file not found") from None
+    except Image.DecompressionBombError as e:
+        raise _too_large(path, e, "a mask image") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot be read as a mask image ({e}); replace or remove the file") from None
     if mode in ("RGB", "RGBA"):
