@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .acquire.scoring import SizeBatches
+from .data.cache import shared_cache
 from .data.datasets import ImageDataset
 
 
@@ -18,7 +19,8 @@ def predict_masks(model, records, cfg, device: torch.device, batch_size: int = 4
     """Yield (image id, mask uint8 (H, W), confidence float16 (H, W)) for image records of the workspace."""
     scale = cfg.train.image_scale
     sizes = [(max(1, round(r.height * scale)), max(1, round(r.width * scale))) for r in records]
-    loader = DataLoader(ImageDataset([(k, r.image_path) for k, r in enumerate(records)], scale),
+    loader = DataLoader(ImageDataset([(k, r.image_path) for k, r in enumerate(records)], scale,
+                                     shared_cache(cfg.train.decode_cache_mb)),
                         batch_sampler=SizeBatches(sizes, batch_size), num_workers=num_workers)
     amp = device.type == "cuda" and cfg.train.amp != "off"
     model.eval()

@@ -21,8 +21,10 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from .. import faults
+from ..data.cache import shared_cache
 from ..data.datasets import ImageDataset
 from ..errors import AnnotassistError
+from ..runtime import threads
 from ..train import distributed as dist_utils
 from ..train.checkpoint import load_model
 from .scores import SCORES, ScoreInput, class_weights
@@ -141,8 +143,12 @@ def score_pool(ws, cfg, names: list[str], *, round_: int | None = None, device: 
     sizes = [(max(1, round(r.height * scale)), max(1, round(r.width * scale))) for r in records]
     bs = batch_size or cfg.acquire.batch_size
     sampler = SizeBatches(sizes, bs, dinfo.rank, dinfo.world_size)
-    ds = ImageDataset([(k, r.image_path) for k, r in enumerate(records)], scale)
-    workers = cfg.acquire.num_workers if num_workers is None else num_workers
+    # images the round's training decoded in this process come from the cache
+    ds = ImageDataset([(k, r.image_path) for k, r in enumerate(records)], scale,
+                      shared_cache(cfg.train.decode_cache_mb))
+    plan = threads.configure(cfg.acquire.num_workers if num_workers is None else num_workers, dev.type)
+    governor = threads.ThreadGovernor(plan, dev.type)  # fewer threads while the cores are shared
+    workers = plan.loader_workers
     loader = DataLoader(ds, batch_sampler=sampler, num_workers=workers, pin_memory=dev.type == "cuda",
                         prefetch_factor=4 if workers else None)
     shard_file = ws.round_dir(round_) / f"scores-rank{dinfo.rank}.jsonl"
@@ -187,6 +193,7 @@ def score_pool(ws, cfg, names: list[str], *, round_: int | None = None, device: 
                                     "embs": [(i, _encode(e)) for i, e in embs]}) + "\n")
             shard.flush()
         bar.update(1)
+        governor.tick()
         faults.point("score.batch")
     bar.close()
     if shard:
