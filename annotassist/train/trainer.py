@@ -160,10 +160,7 @@ class Trainer:
         self.criterion = labeled_criterion(t)
 
         self.cache = shared_cache(t.decode_cache_mb)
-        if self.cache is not None:
-            masked = list(labeled) + list(val)
-            self.cache.prefill([s.image for s in masked + list(self.unlabeled)], [s.mask for s in masked],
-                               t.image_scale, cfg.num_classes, cfg.dataset.ignore_index)
+        self._cache_filled = False
         self.dataset = SemiDataset(labeled, self.unlabeled, cfg.num_classes, t.crop_size, t.scale_range,
                                    t.image_scale, t.seed, StrongAug(tuple(cfg.dssn.color_jitter), 0.8,
                                                                     cfg.dssn.grayscale_p, cfg.dssn.blur_p,
@@ -235,7 +232,16 @@ class Trainer:
 
     # -- loop --------------------------------------------------------------------------------------------
 
+    def _fill_cache(self) -> None:
+        """Decode this round's images once, in this process, before loader workers fork and share them."""
+        if self.cache is not None and not self._cache_filled:
+            masked = list(self.labeled) + list(self.val)
+            self.cache.prefill([s.image for s in masked + list(self.unlabeled)], [s.mask for s in masked],
+                               self.cfg.train.image_scale, self.cfg.num_classes, self.cfg.dataset.ignore_index)
+            self._cache_filled = True
+
     def _loader(self, epoch: int, start_batch: int) -> DataLoader:
+        self._fill_cache()
         self.dataset.set_epoch(epoch)
         sampler = dist_utils.ShardSampler(len(self.dataset), self.batch_size, self.dist.rank,
                                           self.dist.world_size, self.cfg.train.seed, epoch, start_batch)
@@ -303,6 +309,7 @@ class Trainer:
         if not self.val:
             return {}
         t = self.cfg.train
+        self._fill_cache()
         ds = EvalDataset(self.val, self.cfg.num_classes, t.image_scale, self.cfg.dataset.ignore_index,
                          self.cache)
         ds = Subset(ds, list(range(self.dist.rank, len(ds), self.dist.world_size)))
