@@ -155,6 +155,8 @@ class Trainer:
         self.disc, self.disc_opt = None, None
         if cfg.region.enabled:
             disc = RegionDiscriminator(cfg.num_classes).to(self.device)
+            if t.channels_last:
+                disc.to(memory_format=torch.channels_last)
             self.disc = nn.parallel.DistributedDataParallel(disc) if self.dist.world_size > 1 else disc
             self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.region.lr, betas=(0.9, 0.99))
         self.criterion = labeled_criterion(t)
@@ -302,7 +304,7 @@ class Trainer:
         self.step += 1
         log["step"] = self.step  # steps completed, as the progress bar counts them
         self.governor.tick()  # fewer threads while other processes keep the cores busy
-        log["threads"] = self.governor.threads
+        log["threads"], log["foreign_cores"] = self.governor.threads, round(self.governor.foreign, 2)
         return log
 
     def evaluate(self) -> dict:
