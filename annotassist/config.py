@@ -73,6 +73,9 @@ class ModelConfig:
     aspp_dilations: list[int] = field(default_factory=lambda: [6, 12, 18])
     # Dropout2d rate of the two feature-perturbed copies (need_fp)
     fp_dropout: float = 0.5
+    # deeplabv3plus = the published decoder (ASPP + two 3x3 convs, 256 channels); light = 128 channels and
+    # depthwise-separable 3x3 convs, for CPU profiles where the decoder would cost more than a small encoder
+    decoder: Literal["deeplabv3plus", "light"] = "deeplabv3plus"
 
 
 @dataclass
@@ -105,7 +108,11 @@ class TrainConfig:
     channels_last: bool = False
     # keep BatchNorm layers in eval mode (small batches on CPU; exact single- vs multi-process checks)
     freeze_bn: bool = False
+    # DataLoader workers (capped by the cores this process has: see annotassist/runtime/threads.py)
     num_workers: int = 2
+    # decode each image once at the working scale and keep it (uint8) for the process: up to this many MiB
+    # (0 = decode every time); also used by evaluation, scoring and pre-annotation
+    decode_cache_mb: int = 1024
     eval_mode: Literal["whole", "sliding"] = "whole"
     eval_every: int = 1
     log_every: int = 10

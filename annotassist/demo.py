@@ -42,11 +42,14 @@ def run_demo(out: str | Path = "runs/demo", rounds: int = 3, config: str | None 
     from .plots import round_plots
     from .report import round_rows
 
+    from .runtime.threads import current_plan
+
     t0 = time.time()
     s = cfg.synthetic
     print(f"annotassist demo: {s.num_pool} pool + {s.num_val} evaluation images ({s.size}px, {cfg.num_classes} "
           f"classes), {cfg.pool.initial_labeled} labeled to start, +{cfg.acquire.budget} per round, {rounds} "
-          f"rounds of DSSN ({cfg.train.max_iters} steps a round, warm-started); writing to {out}")
+          f"rounds of DSSN ({cfg.train.max_iters} steps a round, warm-started); writing to {out}\n"
+          f"{current_plan(cfg.train.num_workers).describe()}")
     ws_path = out / "workspace"
     if not (ws_path / "pool.sqlite").is_file():
         ws, _ = create_workspace(ws_path, cfg, out / "data", progress=False)  # generates the set into out/data

@@ -6,6 +6,7 @@ ignore value (CamVid: 11) is mapped to 255 when read.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -46,9 +47,10 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise DataError(f"{path}: cannot be read as an image ({e}); replace or remove the file") from None
 
 
-def read_image(path: str | Path) -> Image.Image:
+def read_image(path: str | Path, data: bytes | None = None) -> Image.Image:
+    """The image as RGB; `data`, when given, is the file's content already read (decoded instead of the file)."""
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data) if data is not None else path) as im:
             return im.convert("RGB")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
@@ -59,15 +61,17 @@ def read_image(path: str | Path) -> Image.Image:
 
 
 def read_mask(path: str | Path, num_classes: int, ignore_index: int = IGNORE,
-              palette: list[tuple[int, int, int]] | None = None, values: list[int] | None = None) -> np.ndarray:
+              palette: list[tuple[int, int, int]] | None = None, values: list[int] | None = None,
+              data: bytes | None = None) -> np.ndarray:
     """Read a mask file into class ids with 255 = ignore; raise DataError naming the file on anything odd.
 
     Accepts single-channel (8 or 16 bit, grayscale included) and palette ('P') PNGs holding class ids, RGB colour
     masks when a palette is given (each colour must be a class colour), and masks whose pixel value of class i
-    is `values[i]` (binary masks saved as 0/255; every other value is "not labeled").
+    is `values[i]` (binary masks saved as 0/255; every other value is "not labeled"). `data`: the file's content
+    already read.
     """
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data) if data is not None else path) as im:
             im.load()
             mode = im.mode
             arr = np.array(im)

@@ -54,7 +54,8 @@ def sliding_logits(model, image: torch.Tensor, num_classes: int, crop: int) -> t
 @torch.no_grad()
 def evaluate(model, loader, num_classes: int, device: torch.device, mode: str = "whole", crop: int = 513,
              class_names: list[str] | None = None, amp: bool = False, channels_last: bool = False,
-             progress: bool = False) -> dict:
+             progress: bool = False, tick=None) -> dict:
+    """`tick`: called after every image (the thread governor: fewer threads while the cores are shared)."""
     was_training = model.training
     model.eval()
     conf = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
@@ -66,5 +67,7 @@ def evaluate(model, loader, num_classes: int, device: torch.device, mode: str = 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = sliding_logits(model, image, num_classes, crop) if mode == "sliding" else model(image)
         conf += confusion(logits.argmax(1), target, num_classes)
+        if tick is not None:
+            tick()
     model.train(was_training)
     return iou_from_confusion(all_reduce_sum(conf), class_names)

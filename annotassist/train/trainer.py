@@ -22,11 +22,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from ..data.cache import shared_cache
 from ..data.datasets import EvalDataset, SemiDataset
 from ..data.transforms import StrongAug
 from ..data.layouts import Sample
 from ..errors import TrainingError
 from ..models import RegionDiscriminator, build_model
+from ..runtime import threads
 from .. import faults
 from ..runtime import checkpoint as ckpt_io
 from ..runtime import distributed as dist_utils
@@ -111,6 +113,8 @@ class Trainer:
         self.progress = progress
         self.dist = dist_utils.setup(device)
         self.device = self.dist.device
+        self.threads = threads.configure(cfg.train.num_workers, self.device.type)
+        self.governor = threads.ThreadGovernor(self.threads, self.device.type)
         self.amp = precision.bf16_enabled(cfg, self.device)
         t = cfg.train
         # supervised sees only labeled images: twice the labeled batch, as in the published baseline
@@ -145,17 +149,22 @@ class Trainer:
         self.disc, self.disc_opt = None, None
         if cfg.region.enabled:
             disc = RegionDiscriminator(cfg.num_classes).to(self.device)
+            if t.channels_last:
+                disc.to(memory_format=torch.channels_last)
             self.disc = nn.parallel.DistributedDataParallel(disc) if self.dist.world_size > 1 else disc
             self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.region.lr, betas=(0.9, 0.99))
         self.criterion = labeled_criterion(t, class_pixels, self.device)
 
+        self.cache = shared_cache(t.decode_cache_mb)
+        self._cache_filled = False
         self.dataset = SemiDataset(labeled, self.unlabeled, cfg.num_classes, t.crop_size, t.scale_range,
                                    t.image_scale, t.seed, StrongAug(tuple(cfg.dssn.color_jitter), 0.8,
                                                                     cfg.dssn.grayscale_p, cfg.dssn.blur_p,
                                                                     cfg.dssn.intensity_ops), cfg.dssn.cutmix_p,
                                    ignore_index=cfg.dataset.ignore_index,
                                    # an epoch is one pass over the unlabeled set, for every method alike
-                                   length=max(len(labeled), len(unlabeled)))
+                                   length=max(len(labeled), len(unlabeled)),
+                                   cache=self.cache, float_images=False)
         self.dataset.length = max(self.dataset.length, self.batch_size * self.dist.world_size)
         self.iters_per_epoch = dist_utils.batches_per_epoch(len(self.dataset), self.batch_size,
                                                             self.dist.world_size)
@@ -219,11 +228,20 @@ class Trainer:
 
     # -- loop --------------------------------------------------------------------------------------------
 
+    def _fill_cache(self) -> None:
+        """Decode this round's images once, in this process, before loader workers fork and share them."""
+        if self.cache is not None and not self._cache_filled:
+            masked = list(self.labeled) + list(self.val)
+            self.cache.prefill([s.image for s in masked + list(self.unlabeled)], [s.mask for s in masked],
+                               self.cfg.train.image_scale, self.cfg.num_classes, self.cfg.dataset.ignore_index)
+            self._cache_filled = True
+
     def _loader(self, epoch: int, start_batch: int) -> DataLoader:
+        self._fill_cache()
         self.dataset.set_epoch(epoch)
         sampler = dist_utils.ShardSampler(len(self.dataset), self.batch_size, self.dist.rank,
                                           self.dist.world_size, self.cfg.train.seed, epoch, start_batch)
-        workers = self.cfg.train.num_workers
+        workers = self.threads.loader_workers
         # the loader's own generator: worker seeding must not consume the global RNG (exact resume)
         return DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler, num_workers=workers,
                           pin_memory=self.device.type == "cuda", drop_last=True,
@@ -241,6 +259,8 @@ class Trainer:
         out = {}
         for k, v in batch.items():
             v = v.to(self.device, non_blocking=True)
+            if v.dtype == torch.uint8 and v.ndim == 4:  # the views travel as uint8 until here
+                v = v.float().div_(255.0)
             if self.cfg.train.channels_last and v.ndim == 4:
                 v = v.contiguous(memory_format=torch.channels_last)
             out[k] = v
@@ -277,17 +297,23 @@ class Trainer:
                                           self.cfg.num_classes, self.amp))
         self.step += 1
         log["step"] = self.step  # steps completed, as the progress bar counts them
+        self.governor.tick()  # fewer threads while other processes keep the cores busy
+        log["threads"], log["foreign_cores"] = self.governor.threads, round(self.governor.foreign, 2)
         return log
 
     def evaluate(self) -> dict:
         if not self.val:
             return {}
         t = self.cfg.train
-        ds = EvalDataset(self.val, self.cfg.num_classes, t.image_scale, self.cfg.dataset.ignore_index)
+        self._fill_cache()
+        ds = EvalDataset(self.val, self.cfg.num_classes, t.image_scale, self.cfg.dataset.ignore_index,
+                         self.cache)
         ds = Subset(ds, list(range(self.dist.rank, len(ds), self.dist.world_size)))
-        loader = DataLoader(ds, batch_size=1, num_workers=min(t.num_workers, 2))
+        # decoded images come from the cache: a worker would only add start-up time
+        workers = 0 if self.cache is not None else min(self.threads.loader_workers, 2)
+        loader = DataLoader(ds, batch_size=1, num_workers=workers)
         return evaluate(unwrap(self.model), loader, self.cfg.num_classes, self.device, t.eval_mode, t.crop_size,
-                        self.cfg.dataset.classes, self.amp, t.channels_last, self.progress)
+                        self.cfg.dataset.classes, self.amp, t.channels_last, self.progress, self.governor.tick)
 
     def fit(self, stop_after: int | None = None) -> TrainResult:
         """Train to `total_iters`; `stop_after` N = checkpoint and stop after N more steps (like Ctrl-C)."""
