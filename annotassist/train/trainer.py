@@ -1,6 +1,7 @@
 """The loop every method shares: data, SGD + poly schedule, AMP, DDP, checkpoints, evaluation, logs.
 
-A method (dssn.py, supervised.py) is a module with `NEEDS_UNLABELED`, `init_state(model, cfg)`,
+A method (dssn.py, supervised.py) is a module with `NEEDS_UNLABELED`, `batch_mult(cfg)` (labeled images per
+step as a multiple of train.batch_size), `init_state(model, cfg)`,
 `training_step(model, extra, batch, ctx) -> StepOutput` and `after_step(model, extra, ctx)`; the trainer
 knows nothing else about it.
 
@@ -119,8 +120,9 @@ class Trainer:
         self.device = self.dist.device
         self.amp = _amp_enabled(cfg, self.device)
         t = cfg.train
-        # supervised sees only labeled images: twice the labeled batch, as in the published baseline
-        self.batch_size = t.batch_size * (2 if not self.method.NEEDS_UNLABELED else 1)
+        # items per step: supervised sees only labeled images, twice the labeled batch as in the published
+        # baseline; DSSN's short-schedule recipe may ask for the same labeled batch (dssn.labeled_batch_mult)
+        self.batch_size = t.batch_size * self.method.batch_mult(cfg)
 
         # the same initial weights on every rank (DDP also broadcasts them, but the EMA teacher is made here)
         torch.manual_seed(t.seed)
@@ -356,8 +358,9 @@ class Trainer:
         metrics = self._record_eval()
         metrics.update({"steps": self.step, "epochs": self.epoch, "method": self.method_name,
                         "seconds": elapsed, "labeled": len(self.labeled), "unlabeled": len(self.unlabeled),
-                        "images_per_s": steps_done * self.batch_size * self.dist.world_size *
-                        (2 if self.method.NEEDS_UNLABELED else 1) / max(elapsed, 1e-9)})
+                        "images_per_s": steps_done * self.dist.world_size * (
+                            self.batch_size + (t.batch_size if self.method.NEEDS_UNLABELED else 0))
+                        / max(elapsed, 1e-9)})
         self.save_checkpoint()
         model_path = self.save_model(metrics)
         if self.dist.is_main:
