@@ -116,6 +116,8 @@ class DSSNConfig:
     rank_keep: float = 0.5
     global_thresh: float = 0.95  # selection: global (UniMatch's fixed threshold, for ablations)
     ema_decay: float = 0.996
+    # evaluate and save the EMA teacher instead of the student (the student as released)
+    eval_teacher: bool = False
     # teacher := student for this many epochs before the EMA starts (Cityscapes: 5)
     ema_warmup_epochs: int = 0
     # strong-view CE switched off for this many epochs (Cityscapes: 5)
@@ -134,6 +136,10 @@ class DSSNConfig:
     # labeled batch, so that a short run does not halve its labeled signal (the extra items' unlabeled views
     # are loaded and not used)
     labeled_batch_mult: int = 1
+    # joint (released): the labeled and weak unlabeled images share one forward with the two feature-perturbed
+    # decodes (and BatchNorm batch); separate: the labeled images get a plain forward - their perturbed
+    # decodes only fed the region discriminator, and at 2x the labeled batch they made the step ~40% dearer
+    labeled_forward: Literal["joint", "separate"] = "joint"
     # shares of the run (0..1): supervised warm-up (labeled loss only, no unlabeled forward, teacher :=
     # student), then the unlabeled weight ramps in as exp(-5(1-t)^2) over `rampup`
     warmup: float = 0.0

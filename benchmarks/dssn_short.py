@@ -83,6 +83,9 @@ VARIANTS.update({
     "short_no_ema": ("dssn", LABELED + RANK + WARM + BAL),
     "short_q03": ("dssn", SHORT + ["dssn.rank_keep=0.3"]),
     "short_q07": ("dssn", SHORT + ["dssn.rank_keep=0.7"]),
+    "short_da_sep": ("dssn", SHORT + ["dssn.dist_align=true", "dssn.labeled_forward=separate"]),
+    "short_da_sep_teacher": ("dssn", SHORT + ["dssn.dist_align=true", "dssn.labeled_forward=separate",
+                                              "dssn.eval_teacher=true"]),
 })
 
 

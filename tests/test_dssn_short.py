@@ -169,6 +169,16 @@ def test_labeled_batch_mult_uses_every_labeled_image_and_the_first_unlabeled(bat
     # one forward of 4 labeled + 2 weak unlabeled, one of 2 + 2 strong views
     assert seen == [6, 4]
     assert out.labeled_preds[0].shape[0] == 4
+    assert len(out.labeled_preds) == 2  # clean and perturbed decodes of the labeled images
+    # separate: the labeled images in a plain forward of their own, the perturbed decodes for unlabeled only
+    cfg = make_config(SMALL + SHORT + ["dssn.labeled_forward=separate"])
+    model, extra = _model_and_teacher(cfg)
+    seen.clear()
+    model.register_forward_hook(lambda m, inp, out: seen.append((inp[0].shape[0], isinstance(out, tuple))))
+    out = dssn.training_step(model, extra, batch4, StepContext(cfg, 1, 0, 10, cross_entropy))
+    assert seen == [(4, False), (2, True), (4, False)]
+    assert len(out.labeled_preds) == 1 and out.labeled_preds[0].shape[0] == 4
+    assert all(torch.isfinite(v) for v in out.terms.values()) and out.terms["loss_fp"] > 0
 
 
 def test_additive_weighting_keeps_the_labeled_loss_whole():
@@ -271,3 +281,19 @@ def test_short_run_keeps_more_object_pixels_than_the_released_gate(splits, tmp_p
     # the released gate keeps (almost) no object pixel this early; the rank keeps about half of each class
     assert obj_short > obj_released
     assert obj_short >= 0.4
+
+
+def test_eval_teacher_evaluates_and_saves_the_ema_teacher(splits, tmp_path):
+    labeled, unlabeled = splits
+    common = SMALL + ["train.max_iters=3", "region.enabled=false", "dssn.ema_decay=0.5"]
+    res = Trainer(make_config(common + ["dssn.eval_teacher=true"]), labeled, unlabeled, [], tmp_path / "t",
+                  progress=False).fit()
+    saved = torch.load(res.model_path, weights_only=False)["model"]
+    state = torch.load(res.checkpoint, weights_only=False)
+    assert all(torch.equal(saved[k], state["extra"]["teacher"][k]) for k in saved)
+    assert not all(torch.equal(saved[k], state["model"][k]) for k in saved)  # the student differs
+    # as released: the student
+    res = Trainer(make_config(common), labeled, unlabeled, [], tmp_path / "s", progress=False).fit()
+    saved = torch.load(res.model_path, weights_only=False)["model"]
+    state = torch.load(res.checkpoint, weights_only=False)
+    assert all(torch.equal(saved[k], state["model"][k]) for k in saved)

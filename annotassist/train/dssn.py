@@ -241,6 +241,12 @@ def init_state(model: nn.Module, cfg) -> dict[str, nn.Module]:
     return state
 
 
+def result_model(model: nn.Module, extra: dict[str, nn.Module], cfg) -> nn.Module:
+    """The network a run evaluates and saves: the student as released; the EMA teacher with
+    dssn.eval_teacher (an average of the last ~1/(1-decay) students, smoother than the last one)."""
+    return extra["teacher"] if cfg.dssn.eval_teacher else model
+
+
 def _select(probs: torch.Tensor, cfg, valid: torch.Tensor) -> torch.Tensor:
     if cfg.dssn.selection == "global":
         return global_keep(probs, cfg.dssn.global_thresh)
@@ -344,10 +350,17 @@ def training_step(model: nn.Module, extra: dict[str, nn.Module], batch: dict, ct
     img_s1 = torch.where(box1[:, None], batch["mix_s1"], batch["u_s1"])
     img_s2 = torch.where(box2[:, None], batch["mix_s2"], batch["u_s2"])
 
-    # student: clean + two feature-perturbed decodes of (labeled, weak unlabeled) in one batch
-    preds, preds_fp, preds_Fp = model(torch.cat([x, u_w]), need_fp=True)
-    pred_x, pred_w = preds.split([nb, u_w.shape[0]])
-    pred_fp, pred_Fp = preds_fp[nb:], preds_Fp[nb:]
+    if cfg.dssn.labeled_forward == "joint":
+        # as released: clean + two feature-perturbed decodes of (labeled, weak unlabeled) in one batch
+        preds, preds_fp, preds_Fp = model(torch.cat([x, u_w]), need_fp=True)
+        pred_x, pred_w = preds.split([nb, u_w.shape[0]])
+        pred_fp, pred_Fp = preds_fp[nb:], preds_Fp[nb:]
+        labeled_preds = [pred_x.detach(), preds_fp[:nb].detach()]
+    else:
+        # labeled images in a plain forward: their perturbed decodes only fed the region discriminator
+        pred_x = model(x)
+        pred_w, pred_fp, pred_Fp = model(u_w, need_fp=True)
+        labeled_preds = [pred_x.detach()]
     pred_s1, pred_s2 = model(torch.cat([img_s1, img_s2])).chunk(2)
     label_w, keep_w = student_targets(pred_w, batch, cfg, dist_align)
 
@@ -378,8 +391,7 @@ def training_step(model: nn.Module, extra: dict[str, nn.Module], batch: dict, ct
     stats = {"kept": float(kept), "teacher_conf": float(strong.conf.mean()), "ramp": ramp,
              "kept_per_class": kept_per_class(strong.pseudo_label[0], strong.keep_mask[0], strong.valid[0],
                                               cfg.dataset.classes)}
-    # the labeled predictions (clean and one perturbed) train the region-relevance discriminator
-    labeled_preds = [pred_x.detach(), preds_fp[:nb].detach()]
+    # the labeled predictions (clean, and one perturbed when joint) train the region-relevance discriminator
     return StepOutput(loss, terms, stats, labeled_preds)
 
 

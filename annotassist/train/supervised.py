@@ -18,6 +18,10 @@ def init_state(model: nn.Module, cfg) -> dict[str, nn.Module]:
     return {}
 
 
+def result_model(model: nn.Module, extra: dict, cfg) -> nn.Module:
+    return model
+
+
 def training_step(model: nn.Module, extra: dict, batch: dict, ctx: StepContext) -> StepOutput:
     pred_x = model(batch["x"])
     loss_x = ctx.criterion(pred_x, batch["y"])

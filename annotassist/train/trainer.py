@@ -1,9 +1,9 @@
 """The loop every method shares: data, SGD + poly schedule, AMP, DDP, checkpoints, evaluation, logs.
 
 A method (dssn.py, supervised.py) is a module with `NEEDS_UNLABELED`, `batch_mult(cfg)` (labeled images per
-step as a multiple of train.batch_size), `init_state(model, cfg)`,
-`training_step(model, extra, batch, ctx) -> StepOutput` and `after_step(model, extra, ctx)`; the trainer
-knows nothing else about it.
+step as a multiple of train.batch_size), `init_state(model, cfg)`, `training_step(model, extra, batch, ctx)
+-> StepOutput`, `after_step(model, extra, ctx)` and `result_model(model, extra, cfg)` (the network a run
+evaluates and saves); the trainer knows nothing else about it.
 
     trainer = Trainer(cfg, labeled, unlabeled, val, run_dir)
     result = trainer.fit()          # or Trainer(..., resume=True).fit() after an interruption
@@ -215,12 +215,16 @@ class Trainer:
         self.best_metrics, self.history = state["metrics"], state["history"]
         ckpt_io.set_rng_state(state["rng"])
 
+    def _result_model(self) -> nn.Module:
+        """The network a run evaluates and hands on (model.pt): the student, or what the method says."""
+        return self.method.result_model(unwrap(self.model), self.extra, self.cfg)
+
     def save_model(self, metrics: dict) -> Path:
         path = self.run_dir / "model.pt"
         if self.dist.is_main:
             ckpt_io.atomic_torch_save({
                 "fingerprint": ckpt_io.fingerprint(self.cfg), "config": self.cfg.to_dict(),
-                "method": self.method_name, "model": unwrap(self.model).state_dict(),
+                "method": self.method_name, "model": self._result_model().state_dict(),
                 "discriminator": unwrap(self.disc).state_dict() if self.disc is not None else None,
                 "metrics": metrics, "steps": self.step}, path)
         return path
@@ -294,7 +298,7 @@ class Trainer:
         ds = EvalDataset(self.val, self.cfg.num_classes, t.image_scale, self.cfg.dataset.ignore_index)
         ds = Subset(ds, list(range(self.dist.rank, len(ds), self.dist.world_size)))
         loader = DataLoader(ds, batch_size=1, num_workers=min(t.num_workers, 2))
-        return evaluate(unwrap(self.model), loader, self.cfg.num_classes, self.device, t.eval_mode, t.crop_size,
+        return evaluate(self._result_model(), loader, self.cfg.num_classes, self.device, t.eval_mode, t.crop_size,
                         self.cfg.dataset.classes, self.amp, t.channels_last, self.progress)
 
     def fit(self, stop_after: int | None = None) -> TrainResult:
