@@ -121,12 +121,17 @@ class TrainConfig:
 
 @dataclass
 class DSSNConfig:
-    # class-aware selection: thr[b,c] = ratio * peak[b,c] if peak[b,c] > peak_gate else peak[b,c]
-    selection: Literal["class_aware", "global"] = "class_aware"
+    # class_aware (released): thr[b,c] = ratio * peak[b,c] if peak[b,c] > peak_gate else peak[b,c];
+    # class_rank (short schedules): in each image keep the top `rank_keep` share of each predicted class's
+    # pixels - no absolute gate, which a model trained for minutes rarely passes; global: UniMatch's threshold
+    selection: Literal["class_aware", "class_rank", "global"] = "class_aware"
     peak_gate: float = 0.92
     peak_ratio: float = 0.96
+    rank_keep: float = 0.5
     global_thresh: float = 0.95  # selection: global (UniMatch's fixed threshold, for ablations)
     ema_decay: float = 0.996
+    # evaluate and save the EMA teacher instead of the student (the student as released)
+    eval_teacher: bool = False
     # teacher := student for this many epochs before the EMA starts (Cityscapes: 5)
     ema_warmup_epochs: int = 0
     # strong-view CE switched off for this many epochs (Cityscapes: 5)
@@ -136,8 +141,30 @@ class DSSNConfig:
     align: Literal["mse", "infonce", "none"] = "mse"
     infonce_temperature: float = 0.5
     infonce_pixels: int = 1024
-    # voc: 0.5*(Lx + 0.25*(Ls1+Ls2+Lfp+LFp) + 0.01*(MSEs+MSEfp)); cityscapes: 0.5*(...) + 0.005*(...)
-    weighting: Literal["voc", "cityscapes"] = "voc"
+    # voc: 0.5*(Lx + 0.25*(Ls1+Ls2+Lfp+LFp) + 0.01*(MSEs+MSEfp)); cityscapes: 0.5*(...) + 0.005*(...);
+    # additive (short schedules): Lx + w*(0.25*(...) + 0.01*(...)): the labeled loss keeps full weight, the
+    # unlabeled terms come on top (w = unlabeled_weight times the ramp below)
+    weighting: Literal["voc", "cityscapes", "additive"] = "voc"
+    unlabeled_weight: float = 1.0
+    # labeled images per step as a multiple of train.batch_size: 1 as released; 2 = the supervised baseline's
+    # labeled batch, so that a short run does not halve its labeled signal (the extra items' unlabeled views
+    # are loaded and not used)
+    labeled_batch_mult: int = 1
+    # joint (released): the labeled and weak unlabeled images share one forward with the two feature-perturbed
+    # decodes (and BatchNorm batch); separate: the labeled images get a plain forward - their perturbed
+    # decodes only fed the region discriminator, and at 2x the labeled batch they made the step ~40% dearer
+    labeled_forward: Literal["joint", "separate"] = "joint"
+    # shares of the run (0..1): supervised warm-up (labeled loss only, no unlabeled forward, teacher :=
+    # student), then the unlabeled weight ramps in as exp(-5(1-t)^2) over `rampup`
+    warmup: float = 0.0
+    rampup: float = 0.0
+    # inverse_freq: weigh each pseudo-class's kept pixels by (its share of the kept pixels)^-power, total
+    # unchanged, so background does not swallow the rare classes; none as released
+    class_balance: Literal["none", "inverse_freq"] = "none"
+    class_balance_power: float = 1.0
+    # distribution alignment: scale the teacher's probabilities by (labeled class share / its running mean
+    # prediction) before selecting, so classes an early model under-predicts get pseudo-labels at all
+    dist_align: bool = False
     cutmix_p: float = 0.5
     # strong views: ColorJitter(brightness, contrast, saturation, hue) with p=0.8, grayscale, Gaussian blur
     color_jitter: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5, 0.25])
@@ -380,6 +407,17 @@ def _validate_semantics(cfg: Config, errors: list[str]) -> None:
         errors.append("dssn.peak_gate must be in [0, 1]")
     if not (0 <= s.ema_decay < 1):
         errors.append("dssn.ema_decay must be in [0, 1)")
+    if not (0 < s.rank_keep <= 1):
+        errors.append(f"dssn.rank_keep must be in (0, 1] (the share of each class's pixels kept), got {s.rank_keep}")
+    if s.unlabeled_weight < 0:
+        errors.append("dssn.unlabeled_weight must be >= 0")
+    if s.labeled_batch_mult < 1:
+        errors.append("dssn.labeled_batch_mult must be at least 1")
+    if not (0 <= s.warmup < 1) or s.rampup < 0 or s.warmup + s.rampup > 1:
+        errors.append(f"dssn.warmup and dssn.rampup are shares of the run: warmup in [0, 1), rampup >= 0, "
+                      f"together at most 1 (got {s.warmup} and {s.rampup})")
+    if s.class_balance_power < 0:
+        errors.append("dssn.class_balance_power must be >= 0")
     if len(s.color_jitter) != 4 or any(v < 0 for v in s.color_jitter) or s.color_jitter[3] > 0.5:
         errors.append("dssn.color_jitter must be [brightness, contrast, saturation, hue] >= 0, hue <= 0.5")
     if not (0 <= cfg.model.fp_dropout < 1):

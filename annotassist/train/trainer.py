@@ -1,8 +1,9 @@
 """The loop every method shares: data, SGD + poly schedule, AMP, DDP, checkpoints, evaluation, logs.
 
-A method (dssn.py, supervised.py) is a module with `NEEDS_UNLABELED`, `init_state(model, cfg)`,
-`training_step(model, extra, batch, ctx) -> StepOutput` and `after_step(model, extra, ctx)`; the trainer
-knows nothing else about it.
+A method (dssn.py, supervised.py) is a module with `NEEDS_UNLABELED`, `batch_mult(cfg)` (labeled images per
+step as a multiple of train.batch_size), `init_state(model, cfg)`, `training_step(model, extra, batch, ctx)
+-> StepOutput`, `after_step(model, extra, ctx)` and `result_model(model, extra, cfg)` (the network a run
+evaluates and saves); the trainer knows nothing else about it.
 
     trainer = Trainer(cfg, labeled, unlabeled, val, run_dir)
     result = trainer.fit()          # or Trainer(..., resume=True).fit() after an interruption
@@ -117,8 +118,9 @@ class Trainer:
         self.governor = threads.ThreadGovernor(self.threads, self.device.type)
         self.amp = precision.bf16_enabled(cfg, self.device)
         t = cfg.train
-        # supervised sees only labeled images: twice the labeled batch, as in the published baseline
-        self.batch_size = t.batch_size * (2 if not self.method.NEEDS_UNLABELED else 1)
+        # items per step: supervised sees only labeled images, twice the labeled batch as in the published
+        # baseline; DSSN's short-schedule recipe may ask for the same labeled batch (dssn.labeled_batch_mult)
+        self.batch_size = t.batch_size * self.method.batch_mult(cfg)
 
         # the same initial weights on every rank (DDP also broadcasts them, but the EMA teacher is made here)
         torch.manual_seed(t.seed)
@@ -216,12 +218,16 @@ class Trainer:
         self.best_metrics, self.history = state["metrics"], state["history"]
         ckpt_io.set_rng_state(state["rng"])
 
+    def _result_model(self) -> nn.Module:
+        """The network a run evaluates and hands on (model.pt): the student, or what the method says."""
+        return self.method.result_model(unwrap(self.model), self.extra, self.cfg)
+
     def save_model(self, metrics: dict) -> Path:
         path = self.run_dir / "model.pt"
         if self.dist.is_main:
             ckpt_io.atomic_torch_save({
                 "fingerprint": ckpt_io.fingerprint(self.cfg), "config": self.cfg.to_dict(),
-                "method": self.method_name, "model": unwrap(self.model).state_dict(),
+                "method": self.method_name, "model": self._result_model().state_dict(),
                 "discriminator": unwrap(self.disc).state_dict() if self.disc is not None else None,
                 "metrics": metrics, "steps": self.step}, path)
         return path
@@ -312,7 +318,7 @@ class Trainer:
         # decoded images come from the cache: a worker would only add start-up time
         workers = 0 if self.cache is not None else min(self.threads.loader_workers, 2)
         loader = DataLoader(ds, batch_size=1, num_workers=workers)
-        return evaluate(unwrap(self.model), loader, self.cfg.num_classes, self.device, t.eval_mode, t.crop_size,
+        return evaluate(self._result_model(), loader, self.cfg.num_classes, self.device, t.eval_mode, t.crop_size,
                         self.cfg.dataset.classes, self.amp, t.channels_last, self.progress, self.governor.tick)
 
     def fit(self, stop_after: int | None = None) -> TrainResult:
@@ -376,8 +382,9 @@ class Trainer:
         metrics = self._record_eval()
         metrics.update({"steps": self.step, "epochs": self.epoch, "method": self.method_name,
                         "seconds": elapsed, "labeled": len(self.labeled), "unlabeled": len(self.unlabeled),
-                        "images_per_s": steps_done * self.batch_size * self.dist.world_size *
-                        (2 if self.method.NEEDS_UNLABELED else 1) / max(elapsed, 1e-9)})
+                        "images_per_s": steps_done * self.dist.world_size * (
+                            self.batch_size + (t.batch_size if self.method.NEEDS_UNLABELED else 0))
+                        / max(elapsed, 1e-9)})
         self.save_checkpoint()
         model_path = self.save_model(metrics)
         if self.dist.is_main:
