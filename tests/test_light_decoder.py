@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from annotassist.data.layouts import read_list
 from annotassist.errors import CheckpointError
 from annotassist.models import build_model
-from annotassist.train import checkpoint as ckpt_io
+from annotassist.runtime import checkpoint as ckpt_io
 from annotassist.train.trainer import Trainer
 
 from conftest import make_config
