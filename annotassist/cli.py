@@ -172,7 +172,11 @@ def _starter(args, extra: list[str], ws_path: Path):
     if not data.is_dir():
         raise AnnotassistError(f"--data {data}: not a folder")
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
-    cfg = starter_config(data, classes, ws_path.name or "dataset", torch.cuda.is_available())
+    gpu = torch.cuda.is_available()
+    cfg = starter_config(data, classes, ws_path.name or "dataset", gpu)
+    if not gpu:
+        print("no CUDA device here: the config is sized for this CPU (a round of minutes, not hours); on a GPU "
+              "machine the same command writes the published recipe")
     if args.set or extra:
         cfg = from_dict(cfg.to_dict(), source=cfg.source, overrides=list(args.set) + extra)
     d, t = cfg.dataset, cfg.train

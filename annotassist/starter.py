@@ -61,7 +61,9 @@ def mask_encoding(masks: list[Path], classes: list[str]) -> dict:
     n = len(classes)
     if n == 2 and seen == {0, 255}:
         return {"mask_values": [0, 255]}  # a binary mask saved as black/white, not "class 0 and not labeled"
-    if seen <= set(range(n)) | {255}:
+    if seen == {0, 255} and n > 2:
+        pass  # only 0 and 255: not the class ids of more than two classes (the error below says so)
+    elif seen <= set(range(n)) | {255}:
         return {}
     if len(seen) == n:
         values = sorted(seen)

@@ -100,7 +100,8 @@ def test_a_changed_image_in_a_workspace_gets_a_new_key(synth_ws):
     arr = np.asarray(Image.open(rec.image_path).convert("RGB")).copy()
     arr[10:20, 10:20] = 0
     Image.fromarray(arr).save(rec.image_path)
-    report = synth_ws.sync_from_source(progress=False)
+    from annotassist.importer import import_dataset
+    report = import_dataset(synth_ws, progress=False)
     assert rec.name in report.changed
     new_sha = synth_ws.image(rec.id).sha256
     assert new_sha != rec.sha256

@@ -63,7 +63,8 @@ def test_a_round_resumed_with_other_training_settings_is_refused_then_restarted(
     r = tiny_loop(ws, "--rounds", "0", "--set", "train.crop_size=40", "--restart-round")
     assert r.returncode == 0, r.stderr[-2000:]
     with Workspace(ws) as w:
-        assert w.round_info(0)["status"] == "trained"
+        # trained again from its start, then (the loop ends with the next queue ready) scored and selected
+        assert w.round_info(0)["status"] == "selected"
         assert w.round_config(0).to_dict() == w.config.to_dict() and w.config.train.crop_size == 40
         # every logged step of the finished round ran at the new crop: it started over, nothing was mixed
         assert (w.round_dir(0) / "log.jsonl").is_file()

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.discriminator import CELL
-from ..train.dssn import class_aware_keep
+from ..pseudo_label import class_aware_keep
 
 
 @dataclass
