@@ -203,6 +203,9 @@ class AcquireConfig:
     alpha: float = 0.5
     # penalty weight for cosine similarity to images already picked or labeled
     diversity: float = 0.5
+    # dssn_cost: how much an image's expected correction cost (mean 1 - p1: the pixels its pre-annotation is
+    # expected to need changed) counts against its gain; both standardised over the candidates
+    cost_weight: float = 1.0
     batch_size: int = 8
     num_workers: int = 2
 

@@ -127,6 +127,14 @@ def region_relevance(x: ScoreInput) -> ScoreResult:
     return ScoreResult(topk_mean(cells, k), cells)
 
 
+@register("expected_cost")
+def expected_cost(x: ScoreInput) -> ScoreResult:
+    """The share of its pixels a person is expected to change in the pre-annotation: mean (1 - p1), the
+    model's own error rate where it is calibrated. Not a gain: cost-aware strategies weigh gain against it."""
+    err = 1 - x.probs.amax(dim=0)
+    return ScoreResult(float(err.mean()), cell_mean(err))
+
+
 # -- baselines ---------------------------------------------------------------------------------------------
 
 @register("random")
