@@ -32,6 +32,7 @@ from torch import nn
 
 from ..models.discriminator import cells_to_pixels
 from ..pseudo_label import class_aware_keep, class_rank_keep, global_keep
+from ..data.transforms import StrongAug
 from .common import StepContext, StepOutput, unwrap
 
 NEEDS_UNLABELED = True
@@ -186,6 +187,12 @@ def batch_mult(cfg) -> int:
     """Labeled images per step, as a multiple of train.batch_size (the trainer loads this many items; the
     unlabeled views of the first train.batch_size are used). Released: 1; the supervised baseline: 2."""
     return cfg.dssn.labeled_batch_mult
+
+
+def views(cfg) -> tuple[StrongAug, float]:
+    """The strong views' recipe (as released: colour jitter p=0.8, grayscale, blur) and the CutMix probability."""
+    d = cfg.dssn
+    return StrongAug(tuple(d.color_jitter), 0.8, d.grayscale_p, d.blur_p, d.intensity_ops), d.cutmix_p
 
 
 def init_state(model: nn.Module, cfg) -> dict[str, nn.Module]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..data.transforms import StrongAug
 from .common import StepContext, StepOutput
 
 NEEDS_UNLABELED = False
@@ -12,6 +13,11 @@ def batch_mult(cfg) -> int:
     """Labeled images per step as a multiple of train.batch_size: the published baseline doubles the batch
     (it has no unlabeled half)."""
     return 2
+
+
+def views(cfg) -> tuple[StrongAug, float]:
+    """Labeled crops only: no strong views are made (NEEDS_UNLABELED is False)."""
+    return StrongAug(), 0.0
 
 
 def init_state(model: nn.Module, cfg) -> dict[str, nn.Module]:

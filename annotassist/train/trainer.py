@@ -1,7 +1,8 @@
 """The loop every method shares: data, SGD + poly schedule, AMP, DDP, checkpoints, evaluation, logs.
 
 A method (dssn.py, supervised.py) is a module with `NEEDS_UNLABELED`, `batch_mult(cfg)` (labeled images per
-step as a multiple of train.batch_size), `init_state(model, cfg)`, `training_step(model, extra, batch, ctx)
+step as a multiple of train.batch_size), `init_state(model, cfg)`, `views(cfg)` (the strong
+augmentation and CutMix probability its unlabeled views get), `training_step(model, extra, batch, ctx)
 -> StepOutput`, `after_step(model, extra, ctx)` and `result_model(model, extra, cfg)` (the network a run
 evaluates and saves); the trainer knows nothing else about it.
 
@@ -25,7 +26,6 @@ from tqdm import tqdm
 
 from ..data.cache import shared_cache
 from ..data.datasets import EvalDataset, SemiDataset
-from ..data.transforms import StrongAug
 from ..data.layouts import Sample
 from ..errors import TrainingError
 from ..models import RegionDiscriminator, build_model
@@ -160,9 +160,7 @@ class Trainer:
         self.cache = shared_cache(t.decode_cache_mb)
         self._cache_filled = False
         self.dataset = SemiDataset(labeled, self.unlabeled, cfg.num_classes, t.crop_size, t.scale_range,
-                                   t.image_scale, t.seed, StrongAug(tuple(cfg.dssn.color_jitter), 0.8,
-                                                                    cfg.dssn.grayscale_p, cfg.dssn.blur_p,
-                                                                    cfg.dssn.intensity_ops), cfg.dssn.cutmix_p,
+                                   t.image_scale, t.seed, *self.method.views(cfg),
                                    ignore_index=cfg.dataset.ignore_index,
                                    # an epoch is one pass over the unlabeled set, for every method alike
                                    length=max(len(labeled), len(unlabeled)),
