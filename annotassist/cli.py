@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import functools
+import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,14 +18,21 @@ if TYPE_CHECKING:
 
 def _config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--config", required=required, help="YAML config (see configs/)")
-    p.add_argument("--profile", help="apply a named profile of the config, e.g. cpu")
+    p.add_argument("--profile", help="apply a named profile of the config, e.g. cpu (default: cpu when there is "
+                                      "no GPU and the config has one; 'none' for the config as written)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set train.epochs=3 (repeatable)")
 
 
 def _load(args, extra: list[str] | None = None):
-    from .config import load_config
-    return load_config(args.config, profile=args.profile, overrides=list(args.set) + (extra or []))
+    """The config file with this machine's profile (the `cpu` one when there is no GPU), --set and `extra`."""
+    from .config import load_config, machine_profile
+
+    profile, note = machine_profile(args.config, args.profile)
+    if note:
+        print(note)
+    args.profile = profile
+    return load_config(args.config, profile=profile, overrides=list(args.set) + (extra or []))
 
 
 def _apply(ws: Workspace, args, extra: list[str] | None = None, why: str = "") -> None:
@@ -31,6 +42,7 @@ def _apply(ws: Workspace, args, extra: list[str] | None = None, why: str = "") -
 
     overrides = list(getattr(args, "set", None) or []) + (extra or [])
     profile = getattr(args, "profile", None)
+    profile = None if profile == "none" else profile
     if not (profile or overrides):
         return
     dist_utils.setup(getattr(args, "device", None))
@@ -51,15 +63,61 @@ def _data_root(args, cfg, ws_path: Path) -> Path:
     return data
 
 
+def _writes(func=None, *, create: bool = False):
+    """The verb changes the pool: it holds the workspace lock while it runs (lock.py), so a second writer is
+    refused with the holder's pid. `create`: the folder may not exist yet (init makes it; if init then fails
+    before writing anything, the folder is removed again)."""
+    if func is None:
+        return functools.partial(_writes, create=create)
+
+    @functools.wraps(func)
+    def run(args, *rest) -> int:
+        from .lock import LOCK_FILE, WorkspaceLock
+
+        ws = Path(args.workspace) if getattr(args, "workspace", None) else None
+        # split-file training has no workspace; under torchrun only rank 0 writes to the pool
+        if ws is None or os.environ.get("RANK", "0") != "0" or not (ws.exists() or create):
+            return func(args, *rest)
+        made = not ws.exists()
+        if made:
+            try:
+                ws.mkdir(parents=True)
+            except OSError as e:
+                raise AnnotassistError(f"cannot create the workspace folder {ws} ({e.strerror}); choose a "
+                                       "folder you can write to") from None
+        try:
+            with WorkspaceLock(ws, args.verb):
+                return func(args, *rest)
+        finally:
+            if made and [p.name for p in ws.iterdir()] in ([LOCK_FILE], []):
+                (ws / LOCK_FILE).unlink(missing_ok=True)
+                ws.rmdir()
+    return run
+
+
+def _say_who_writes(ws_path) -> None:
+    """A read beside a running writer: say who it is (the numbers may move while it runs)."""
+    from .lock import describe, holder
+
+    info = holder(ws_path)
+    if info:
+        print(f"note: {describe(info)} is changing {ws_path} now; what follows may change while it runs")
+
+
+@_writes(create=True)
 def cmd_init(args) -> int:
     from .importer import create_workspace, import_dataset, label_from_list
     from .workspace import Workspace
 
     extra = [f"pool.initial_labeled={args.labeled}"] if args.labeled is not None else []
     extra += [f"pool.seed={args.seed}"] if args.seed is not None else []
-    cfg = _load(args, extra)
     ws_path = Path(args.workspace)
+    cfg = _load(args, extra) if args.config else _starter(args, extra, ws_path)
     data = _data_root(args, cfg, ws_path)
+    if args.val_share is not None and not (ws_path / "pool.sqlite").exists():
+        from .starter import hold_out
+        cfg = hold_out(cfg, data, args.val_share, ws_path / "lists")
+        print(f"held out {args.val_share:.0%} of the masked images for evaluation: {ws_path / 'lists' / 'val.txt'}")
     if (ws_path / "pool.sqlite").exists():
         ws = Workspace(ws_path)
         if ws.count(split=None) == 0:
@@ -87,10 +145,47 @@ def cmd_init(args) -> int:
             print(f"\n{len(report.problems)} problem(s); these images were skipped, the rest was added:")
             for p in report.problems:
                 print(f"  - {p}")
+        if report.restored:
+            print(f"\nrewrote {len(report.restored)} ground-truth mask file(s) lost from {ws_path / 'masks'} from "
+                  "the dataset's masks")
+        if report.lost:
+            print(f"\n{len(report.lost)} mask file(s) are lost from the workspace; only a backup brings them back:")
+            for p in report.lost:
+                print(f"  - {p}")
         print()
         from .report import status_text
         print(status_text(ws))
     return 1 if (report.problems and args.strict) else 0
+
+
+def _starter(args, extra: list[str], ws_path: Path):
+    """init without --config: a config written for the folder and this machine (annotassist/starter.py)."""
+    from .config import from_dict
+    from .starter import starter_config
+
+    if not (args.data and args.classes):
+        raise AnnotassistError("init needs --config CONFIG, or --data DIR --classes NAME,NAME,... (a config is then "
+                               "written for the folder and this machine)")
+    import torch
+
+    data = Path(args.data)
+    if not data.is_dir():
+        raise AnnotassistError(f"--data {data}: not a folder")
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    gpu = torch.cuda.is_available()
+    cfg = starter_config(data, classes, ws_path.name or "dataset", gpu)
+    if not gpu:
+        print("no CUDA device here: the config is sized for this CPU (a round of minutes, not hours); on a GPU "
+              "machine the same command writes the published recipe")
+    if args.set or extra:
+        cfg = from_dict(cfg.to_dict(), source=cfg.source, overrides=list(args.set) + extra)
+    d, t = cfg.dataset, cfg.train
+    how = f"values {d.mask_values} in the mask files" if d.mask_values else "class ids in the mask files"
+    print(f"config for {data}: layout {d.layout}, classes {', '.join(d.classes)} ({how}); "
+          f"{cfg.model.backbone}, images at {t.image_scale:g}x, crop {t.crop_size}, "
+          f"{t.max_iters or t.epochs} {'steps' if t.max_iters else 'epochs'} a round; stored as "
+          f"{ws_path / 'config.yaml'} (change any setting with --set KEY=VALUE)")
+    return cfg
 
 
 def _say_what_init_keeps(ws: Workspace, cfg, data: Path, args) -> None:
@@ -102,7 +197,7 @@ def _say_what_init_keeps(ws: Workspace, cfg, data: Path, args) -> None:
         raise AnnotassistError(f"{ws.root} reads its images from {ws.data_root}, not {data}; to import another "
                                f"dataset start a new workspace (--workspace NEW)")
     stored = ws.config
-    if not args.profile and stored.profile:  # the profile it was made with still applies
+    if not args.profile and stored.profile and args.config:  # the profile it was made with still applies
         from .config import load_config
         cfg = load_config(args.config, profile=stored.profile, overrides=args.set)
     diff = [d for d in config_diff(stored, cfg) if not d.startswith("pool.")]
@@ -119,7 +214,8 @@ def cmd_status(args) -> int:
     from .report import status_text
     from .workspace import Workspace
 
-    with Workspace(args.workspace) as ws:
+    with Workspace(args.workspace, write=False) as ws:
+        _say_who_writes(ws.root)
         print(status_text(ws))
     return 0
 
@@ -128,7 +224,8 @@ def cmd_export(args) -> int:
     from .export import export
     from .workspace import Workspace
 
-    with Workspace(args.workspace) as ws:
+    with Workspace(args.workspace, write=False) as ws:
+        _say_who_writes(ws.root)
         summary = export(ws, args.out, link=args.link, force=args.force)
     print(f"exported {summary['labeled_count']} labeled, {summary['unlabeled_count']} unlabeled, "
           f"{summary['val_count']} val images to {args.out}")
@@ -156,6 +253,7 @@ def _print_metrics(metrics: dict, classes: list[str]) -> None:
     print(table(["class", "IoU"], [[c, per.get(c)] for c in classes]))
 
 
+@_writes
 def cmd_train(args) -> int:
     from .runtime import distributed as dist_utils
 
@@ -199,6 +297,7 @@ def cmd_train(args) -> int:
     return 0
 
 
+@_writes
 def cmd_score(args) -> int:
     from .acquire.scoring import score_pool
     from .acquire.strategies import resolve
@@ -226,6 +325,7 @@ def cmd_score(args) -> int:
     return 0
 
 
+@_writes
 def cmd_select(args) -> int:
     from .acquire.select import select_next
     from .report import table
@@ -245,13 +345,14 @@ def cmd_select(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from .simulate import SimulationPlan, simulate
+    from .simulate import SimulationPlan, parse_arm, simulate
 
     cfg = _load(args)
     data = Path(args.data or cfg.dataset.root or (Path(args.out) / "data"))
+    arms = [parse_arm(a) for a in args.arms.split(",")] if args.arms else []
     plan = SimulationPlan(strategies=args.strategies.split(","), init=args.init, budget=args.budget,
                           rounds=args.rounds, seeds=args.seeds, full=args.full, warm_start=args.warm_start,
-                          profile=args.profile or "", device=args.device)
+                          profile=args.profile or "", device=args.device, arms=arms)
     simulate(cfg, plan, args.out, data)
     print(f"results in {args.out}: results.csv, results.json, learning_curve.png, summary.md")
     return 0
@@ -288,26 +389,45 @@ def _loop_overrides(args) -> list[str]:
 
 
 def cmd_loop(args) -> int:
-    from .config import load_config
-    from .importer import create_workspace
-    from .loop import RunOptions, run_loop
-    from .workspace import Workspace
+    from .config import load_config, machine_profile
 
     if args.url:  # checked before it is stored in the workspace's config (never a key in it)
         from .annotate.lsclient import check_url
         args.url = check_url(args.url)
     config, ws_path = _resolve_project(args.project)
     overrides = list(args.set) + _loop_overrides(args)
+    cfg, note = None, ""
     if ws_path is None:
-        cfg = load_config(config, profile=args.profile, overrides=overrides)
-        ws_path = Path(args.workspace or f"runs/{cfg.dataset.name}")
-        if not (ws_path / "pool.sqlite").is_file():
-            # a synthetic layout is generated into its root by the import (data.synthetic.ensure_generated)
-            ws, report = create_workspace(ws_path, cfg, _data_root(args, cfg, ws_path))
-            with ws:
-                print(f"workspace {ws_path}: {report.added} images, {report.labeled} labeled to start")
-                for p in report.problems:
-                    print(f"  skipped: {p}")
+        ws_path = Path(args.workspace) if args.workspace else None
+        new = ws_path is None or not (ws_path / "pool.sqlite").is_file()
+        profile, note = machine_profile(config, args.profile) if new else (args.profile, "")
+        cfg = load_config(config, profile=profile, overrides=overrides)
+        ws_path = ws_path or Path(f"runs/{cfg.dataset.name}")
+        if not new:
+            cfg = None  # an existing workspace keeps its own config; --profile/--set are applied to it below
+    args.workspace = str(ws_path)
+    return _loop_locked(args, cfg, overrides, note)
+
+
+@_writes(create=True)
+def _loop_locked(args, cfg, overrides: list[str], note: str = "") -> int:
+    """The loop's part that holds the lock: making the workspace, storing its options, the rounds."""
+    from .hints import command
+    from .importer import create_workspace
+    from .loop import RunOptions, run_loop
+    from .workspace import Workspace
+
+    ws_path = Path(args.workspace)
+    if cfg is not None and not (ws_path / "pool.sqlite").is_file():
+        if note:
+            print(note)
+        args.profile = None  # applied at creation
+        # a synthetic layout is generated into its root by the import (data.synthetic.ensure_generated)
+        ws, report = create_workspace(ws_path, cfg, _data_root(args, cfg, ws_path))
+        with ws:
+            print(f"workspace {ws_path}: {report.added} images, {report.labeled} labeled to start")
+            for p in report.problems:
+                print(f"  skipped: {p}")
     with Workspace(ws_path) as ws:
         args.set = overrides
         _apply(ws, args, why="loop")
@@ -318,9 +438,11 @@ def cmd_loop(args) -> int:
         result = run_loop(ws_path, opts)
     except KeyboardInterrupt:
         return 130
+    me = command()
     print(f"\nloop stopped: {result.stopped_because}. Workspace: {ws_path}\n"
-          f"  annotassist report --workspace {ws_path}     tables and plots\n"
-          f"  annotassist export --workspace {ws_path} --out DIR     the labels for any trainer")
+          f"  {me} ui --workspace {ws_path}          correct the queued images in the browser\n"
+          f"  {me} report --workspace {ws_path}      tables and plots\n"
+          f"  {me} export --workspace {ws_path} --out DIR     the labels for any trainer")
     return 0
 
 
@@ -329,22 +451,29 @@ def cmd_report(args) -> int:
     from .report import round_rows, rounds_table
     from .workspace import Workspace
 
-    with Workspace(args.workspace) as ws:
+    with Workspace(args.workspace, write=False) as ws:
+        _say_who_writes(ws.root)
         print(rounds_table(ws, per_class=True))
         out = Path(args.out or (ws.root / "report"))
-        paths = round_plots(round_rows(ws), ws.config.dataset.classes, out, ws.config.palette())
+        if ws.readonly and not args.out:
+            raise AnnotassistError(f"the workspace {ws.root} is read-only, so the plots cannot go to {out}; "
+                                   "pass --out DIR")
+        paths = round_plots(round_rows(ws), ws.config.dataset.classes, out, ws.config.palette(),
+                            ws.class_pixels("pool"))
     print("\nplots: " + ", ".join(str(p) for p in paths))
     return 0
 
 
 def cmd_ui(args) -> int:
-    from .ui.editor import launch
+    from .ui.editor import launch, read_auth
 
+    auth = read_auth(args.auth, args.auth_file)
     print(f"correction editor for {args.workspace} (Ctrl-C to stop)")
-    launch(args.workspace, host=args.host, port=args.port, share=args.share, auth=args.auth)
+    launch(args.workspace, host=args.host, port=args.port, share=args.share, auth=auth)
     return 0
 
 
+@_writes
 def cmd_push(args) -> int:
     from .annotate.labelstudio import LabelStudioSync
     from .workspace import Workspace
@@ -363,6 +492,7 @@ def cmd_push(args) -> int:
     return 0
 
 
+@_writes
 def cmd_pull(args) -> int:
     from .annotate.labelstudio import LabelStudioSync, pending
     from .workspace import Workspace
@@ -390,6 +520,7 @@ def cmd_pull(args) -> int:
     return 0
 
 
+@_writes  # predictions, webhooks and rounds write to the pool: one writer, as every other verb
 def cmd_serve(args) -> int:
     from .annotate.ml_backend import serve
 
@@ -404,7 +535,19 @@ def _class_id(ws: Workspace, name: str) -> int:
     raise AnnotassistError(f"--unpainted {name}: not a class of {ws.root} ({', '.join(classes)}); or 'ignore'")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _known(what: str, full: bool) -> str:
+    """The registered strategies or scores, listed in --help (the registry imports torch, which a plain
+    `status` should not wait for, so it is read only when help is asked for)."""
+    if not full:
+        return "see --help"
+    from .acquire.scores import SCORES
+    from .acquire.strategies import STRATEGIES
+
+    names = sorted(STRATEGIES) + sorted(set(SCORES) - set(STRATEGIES)) if what == "strategies" else sorted(SCORES)
+    return "one of: " + ", ".join(names)
+
+
+def build_parser(full_help: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="annotassist",
         description="Active labeling for semantic segmentation: train DSSN on labeled + unlabeled images, "
@@ -426,7 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "point, the same command continues where it stopped.")
     p.add_argument("--project", required=True,
                    help="a config name in configs/ (demo, camvid, voc, cityscapes), a config file or a workspace")
-    p.add_argument("--profile", help="apply a named profile of the config, e.g. cpu")
+    p.add_argument("--profile", help="apply a named profile of the config, e.g. cpu (default: cpu when there is "
+                                      "no GPU and the config has one; 'none' for the config as written)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--data", help="dataset root (default: dataset.root of the config)")
     p.add_argument("--workspace", help="default: runs/<dataset name>")
@@ -436,7 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="editor port (gradio annotator)")
     p.add_argument("--rounds", type=int, help="acquisition rounds in all (default: loop.rounds)")
     p.add_argument("--budget", type=int, help="images per round (default: acquire.budget)")
-    p.add_argument("--strategy", help="selection strategy (default: acquire.strategy)")
+    p.add_argument("--strategy", help=f"selection strategy (default: acquire.strategy); "
+                                       f"{_known('strategies', full_help)}")
     p.add_argument("--target-miou", type=float, help="stop once the evaluation mIoU reaches this (0..1)")
     p.add_argument("--from-scratch", action="store_true", help="train each round from ImageNet weights")
     p.add_argument("--restart-round", action="store_true",
@@ -450,9 +595,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for the plots (default: <workspace>/report)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("init", help="create or update a workspace from a dataset")
-    _config_args(p)
+    p = sub.add_parser("init", help="create or update a workspace from a dataset",
+                       description="With --config: the dataset that config describes. Without: --data DIR --classes "
+                                   "a,b,... writes a config for the folder (DIR/images + DIR/masks, a list file "
+                                   "DIR/train.txt, VOC or Cityscapes) sized for this machine.")
+    _config_args(p, required=False)
     p.add_argument("--data", help="dataset root (default: dataset.root of the config)")
+    p.add_argument("--classes", help="without --config: class names in the order of the mask values, e.g. "
+                                     "background,vessel")
+    p.add_argument("--val-share", type=float, help="hold out this share of the masked images as the evaluation "
+                                                   "set (when the dataset names none), e.g. 0.2")
     p.add_argument("--workspace", required=True)
     p.add_argument("--labeled", type=int, help="N random masked pool images start labeled (0 = all masked)")
     p.add_argument("--seed", type=int, help="seed of the random initial labeled set")
@@ -501,8 +653,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="score the unlabeled pool with the latest round's model")
     p.add_argument("--workspace", required=True)
     _config_args(p, required=False)
-    p.add_argument("--strategy", help="compute the scores this strategy needs (default: acquire.strategy)")
-    p.add_argument("--scores", help="comma-separated score names instead")
+    p.add_argument("--strategy", help=f"compute the scores this strategy needs (default: acquire.strategy); "
+                                       f"{_known('strategies', full_help)}")
+    p.add_argument("--scores", help=f"comma-separated score names instead; {_known('scores', full_help)}")
     p.add_argument("--round", type=int, help="score with this round's model (default: the latest)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--device")
@@ -511,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("select", help="queue the next images to label from stored scores")
     p.add_argument("--workspace", required=True)
     _config_args(p, required=False)
-    p.add_argument("--strategy", help="dssn (default), random, entropy, margin, classbal, ripu, ...")
+    p.add_argument("--strategy", help=f"default: acquire.strategy; {_known('strategies', full_help)}")
     p.add_argument("--budget", type=int, help="images to queue (default: acquire.budget)")
     p.add_argument("--round", type=int)
     p.set_defaults(func=cmd_select)
@@ -520,7 +673,11 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--data", help="dataset root (default: dataset.root)")
     p.add_argument("--out", required=True)
-    p.add_argument("--strategies", default="random,dssn")
+    p.add_argument("--strategies", default="random,dssn",
+                   help=f"comma-separated (default random,dssn); {_known('strategies', full_help)}")
+    p.add_argument("--arms", help="instead of --strategies: comma-separated NAME=STRATEGY[:METHOD][:scratch], e.g. "
+                                  "scratch=random:supervised:scratch,random=random,dssn=dssn (scratch: the person "
+                                  "draws from scratch, no pre-annotation)")
     p.add_argument("--init", type=int, default=16, help="initial random labeled images")
     p.add_argument("--budget", type=int, default=16, help="images labeled per round")
     p.add_argument("--rounds", type=int, default=5)
@@ -535,7 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
     p.add_argument("--port", type=int, help="port (default: Gradio's, 7860 or the next free one)")
     p.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link")
-    p.add_argument("--auth", help="USER:PASSWORD for basic login (or set ANNOTASSIST_AUTH)")
+    p.add_argument("--auth-file", help="a file whose first line is USER:PASSWORD, for a login page")
+    p.add_argument("--auth", help="USER:PASSWORD (shown to other users by ps: prefer ANNOTASSIST_AUTH=USER:PASSWORD "
+                                  "or --auth-file)")
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("synth", help="write the synthetic demo set (list layout)")
@@ -581,8 +740,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _unknown_options(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], str]:
+    """Options the verb does not know, by name only: argparse would echo what follows them, and that may be a
+    secret (`--api-key KEY`). Abbreviations argparse accepts are known."""
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    known, verb, unknown = set(parser._option_string_actions), "", []
+    for tok in argv:
+        if tok == "--":
+            break
+        if not verb and tok in verbs:
+            verb = tok
+            known |= set(verbs[tok]._option_string_actions)
+            continue
+        if len(tok) < 2 or not tok.startswith("-") or tok[1].isdigit() or tok[1] == ".":
+            continue  # a value (negative numbers included)
+        name = tok.split("=", 1)[0] if tok.startswith("--") else tok[:2]
+        if not any(k == name or (name.startswith("--") and k.startswith(name)) for k in known):
+            unknown.append(name)
+    return unknown, verb
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(full_help=any(a in ("-h", "--help") for a in argv))
+    unknown, verb = _unknown_options(parser, argv)
+    if unknown:
+        where = f"annotassist {verb}" if verb else "annotassist"
+        parser.exit(2, f"{where}: error: unknown option {', '.join(unknown)} (its value is not shown: it may be a "
+                       f"secret); see '{where} --help'\n")
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except AnnotassistError as e:
@@ -591,6 +777,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `annotassist status | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except sqlite3.DatabaseError as e:  # a pool damaged after it was opened (opening checks it: workspace.py)
+        from .workspace import damaged_message
+
+        if os.environ.get("ANNOTASSIST_DEBUG"):
+            raise
+
+        where = Path(getattr(args, "workspace", None) or ".") / "pool.sqlite"
+        print(f"error: {damaged_message(where, e)}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        # what the machine refused (full disk, read-only or forbidden folder): one line, not a traceback
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG):
+            raise
+        print(f"error: {e.filename or 'a file'}: {e.strerror}; free disk space or fix the permissions there, then "
+              "run the command again", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ class DatasetConfig:
     palette: list[list[int]] = field(default_factory=list)
     # the value in the source masks that means "not labeled"; read as 255 internally (255 is always ignore)
     ignore_index: int = 255
+    # the value each class has in the source mask files, when it is not the class id itself (binary masks
+    # saved as 0/255: [0, 255]); every other value is then "not labeled". Empty = pixel value = class id
+    mask_values: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -70,6 +73,9 @@ class ModelConfig:
     aspp_dilations: list[int] = field(default_factory=lambda: [6, 12, 18])
     # Dropout2d rate of the two feature-perturbed copies (need_fp)
     fp_dropout: float = 0.5
+    # deeplabv3plus = the published decoder (ASPP + two 3x3 convs, 256 channels); light = 128 channels and
+    # depthwise-separable 3x3 convs, for CPU profiles where the decoder would cost more than a small encoder
+    decoder: Literal["deeplabv3plus", "light"] = "deeplabv3plus"
 
 
 @dataclass
@@ -93,12 +99,20 @@ class TrainConfig:
     criterion: Literal["ce", "ohem"] = "ce"
     ohem_thresh: float = 0.7
     ohem_min_kept: int = 200000
+    # balanced: weigh the labeled loss per class by share^-power of the labeled pixels (a thin or rare class,
+    # a few % of the pixels, otherwise learns nothing in a short CPU round); none as published
+    class_balance: Literal["none", "balanced"] = "none"
+    class_balance_power: float = 0.5
     # auto = bf16 autocast on CUDA, fp32 on CPU
     amp: Literal["auto", "bf16", "off"] = "auto"
     channels_last: bool = False
     # keep BatchNorm layers in eval mode (small batches on CPU; exact single- vs multi-process checks)
     freeze_bn: bool = False
+    # DataLoader workers (capped by the cores this process has: see annotassist/runtime/threads.py)
     num_workers: int = 2
+    # decode each image once at the working scale and keep it (uint8) for the process: up to this many MiB
+    # (0 = decode every time); also used by evaluation, scoring and pre-annotation
+    decode_cache_mb: int = 1024
     eval_mode: Literal["whole", "sliding"] = "whole"
     eval_every: int = 1
     log_every: int = 10
@@ -107,12 +121,17 @@ class TrainConfig:
 
 @dataclass
 class DSSNConfig:
-    # class-aware selection: thr[b,c] = ratio * peak[b,c] if peak[b,c] > peak_gate else peak[b,c]
-    selection: Literal["class_aware", "global"] = "class_aware"
+    # class_aware (released): thr[b,c] = ratio * peak[b,c] if peak[b,c] > peak_gate else peak[b,c];
+    # class_rank (short schedules): in each image keep the top `rank_keep` share of each predicted class's
+    # pixels - no absolute gate, which a model trained for minutes rarely passes; global: UniMatch's threshold
+    selection: Literal["class_aware", "class_rank", "global"] = "class_aware"
     peak_gate: float = 0.92
     peak_ratio: float = 0.96
+    rank_keep: float = 0.5
     global_thresh: float = 0.95  # selection: global (UniMatch's fixed threshold, for ablations)
     ema_decay: float = 0.996
+    # evaluate and save the EMA teacher instead of the student (the student as released)
+    eval_teacher: bool = False
     # teacher := student for this many epochs before the EMA starts (Cityscapes: 5)
     ema_warmup_epochs: int = 0
     # strong-view CE switched off for this many epochs (Cityscapes: 5)
@@ -122,8 +141,30 @@ class DSSNConfig:
     align: Literal["mse", "infonce", "none"] = "mse"
     infonce_temperature: float = 0.5
     infonce_pixels: int = 1024
-    # voc: 0.5*(Lx + 0.25*(Ls1+Ls2+Lfp+LFp) + 0.01*(MSEs+MSEfp)); cityscapes: 0.5*(...) + 0.005*(...)
-    weighting: Literal["voc", "cityscapes"] = "voc"
+    # voc: 0.5*(Lx + 0.25*(Ls1+Ls2+Lfp+LFp) + 0.01*(MSEs+MSEfp)); cityscapes: 0.5*(...) + 0.005*(...);
+    # additive (short schedules): Lx + w*(0.25*(...) + 0.01*(...)): the labeled loss keeps full weight, the
+    # unlabeled terms come on top (w = unlabeled_weight times the ramp below)
+    weighting: Literal["voc", "cityscapes", "additive"] = "voc"
+    unlabeled_weight: float = 1.0
+    # labeled images per step as a multiple of train.batch_size: 1 as released; 2 = the supervised baseline's
+    # labeled batch, so that a short run does not halve its labeled signal (the extra items' unlabeled views
+    # are loaded and not used)
+    labeled_batch_mult: int = 1
+    # joint (released): the labeled and weak unlabeled images share one forward with the two feature-perturbed
+    # decodes (and BatchNorm batch); separate: the labeled images get a plain forward - their perturbed
+    # decodes only fed the region discriminator, and at 2x the labeled batch they made the step ~40% dearer
+    labeled_forward: Literal["joint", "separate"] = "joint"
+    # shares of the run (0..1): supervised warm-up (labeled loss only, no unlabeled forward, teacher :=
+    # student), then the unlabeled weight ramps in as exp(-5(1-t)^2) over `rampup`
+    warmup: float = 0.0
+    rampup: float = 0.0
+    # inverse_freq: weigh each pseudo-class's kept pixels by (its share of the kept pixels)^-power, total
+    # unchanged, so background does not swallow the rare classes; none as released
+    class_balance: Literal["none", "inverse_freq"] = "none"
+    class_balance_power: float = 1.0
+    # distribution alignment: scale the teacher's probabilities by (labeled class share / its running mean
+    # prediction) before selecting, so classes an early model under-predicts get pseudo-labels at all
+    dist_align: bool = False
     cutmix_p: float = 0.5
     # strong views: ColorJitter(brightness, contrast, saturation, hue) with p=0.8, grayscale, Gaussian blur
     color_jitter: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5, 0.25])
@@ -162,6 +203,9 @@ class AcquireConfig:
     alpha: float = 0.5
     # penalty weight for cosine similarity to images already picked or labeled
     diversity: float = 0.5
+    # dssn_cost: how much an image's expected correction cost (mean 1 - p1: the pixels its pre-annotation is
+    # expected to need changed) counts against its gain; both standardised over the candidates
+    cost_weight: float = 1.0
     batch_size: int = 8
     num_workers: int = 2
 
@@ -174,6 +218,9 @@ class LoopConfig:
     warm_start: bool = True  # start each round from the previous round's model instead of ImageNet weights
     target_miou: float = 0.0  # stop once the evaluation mIoU reaches this (0..1; 0 = never)
     poll_seconds: float = 10.0  # how often to look for corrections while a person works
+    # hand the person the model's pseudo-masks to correct (false: they draw from scratch; the benchmark's
+    # "no assistant" arm)
+    pre_annotate: bool = True
     labelstudio_url: str = "http://localhost:8080"
 
 
@@ -331,9 +378,14 @@ def _validate_semantics(cfg: Config, errors: list[str]) -> None:
     for i, c in enumerate(d.palette):
         if c is not None and (len(c) != 3 or any(not (0 <= v <= 255) for v in c if v is not None)):
             errors.append(f"dataset.palette[{i}] must be [r, g, b] with values 0..255, got {c}")
+    if d.mask_values:
+        if len(d.mask_values) != len(d.classes):
+            errors.append(f"dataset.mask_values has {len(d.mask_values)} values for {len(d.classes)} classes")
+        elif len(set(d.mask_values)) != len(d.mask_values) or any(not (0 <= v <= 65535) for v in d.mask_values):
+            errors.append(f"dataset.mask_values must be distinct pixel values 0..65535, got {d.mask_values}")
     if not (0 <= d.ignore_index <= 255):
         errors.append(f"dataset.ignore_index must be 0..255, got {d.ignore_index}")
-    elif d.ignore_index < len(d.classes):
+    elif d.ignore_index < len(d.classes) and not d.mask_values:
         errors.append(f"dataset.ignore_index {d.ignore_index} is also a class id (there are "
                       f"{len(d.classes)} classes, 0..{len(d.classes) - 1})")
     if len(d.classes) > 255:
@@ -358,6 +410,17 @@ def _validate_semantics(cfg: Config, errors: list[str]) -> None:
         errors.append("dssn.peak_gate must be in [0, 1]")
     if not (0 <= s.ema_decay < 1):
         errors.append("dssn.ema_decay must be in [0, 1)")
+    if not (0 < s.rank_keep <= 1):
+        errors.append(f"dssn.rank_keep must be in (0, 1] (the share of each class's pixels kept), got {s.rank_keep}")
+    if s.unlabeled_weight < 0:
+        errors.append("dssn.unlabeled_weight must be >= 0")
+    if s.labeled_batch_mult < 1:
+        errors.append("dssn.labeled_batch_mult must be at least 1")
+    if not (0 <= s.warmup < 1) or s.rampup < 0 or s.warmup + s.rampup > 1:
+        errors.append(f"dssn.warmup and dssn.rampup are shares of the run: warmup in [0, 1), rampup >= 0, "
+                      f"together at most 1 (got {s.warmup} and {s.rampup})")
+    if s.class_balance_power < 0:
+        errors.append("dssn.class_balance_power must be >= 0")
     if len(s.color_jitter) != 4 or any(v < 0 for v in s.color_jitter) or s.color_jitter[3] > 0.5:
         errors.append("dssn.color_jitter must be [brightness, contrast, saturation, hue] >= 0, hue <= 0.5")
     if not (0 <= cfg.model.fp_dropout < 1):
@@ -442,6 +505,31 @@ def from_dict(data: dict, source: str = "<dict>", profile: str | None = None,
         raise ConfigError(f"{source}: {len(errors)} problem(s) in the config:\n  - " + "\n  - ".join(errors))
     cfg.source = source
     return cfg
+
+
+def machine_profile(path: str | Path, requested: str | None) -> tuple[str | None, str]:
+    """The profile to apply on this machine, and a line saying so when it was chosen for the user.
+
+    An explicit --profile wins ('none' = the config as written). Otherwise, with no CUDA device, a config's
+    `cpu` profile is chosen: the GPU recipes (ResNet-101 weights from the internet, crop 321+, 80 epochs)
+    are not what a laptop can run."""
+    if requested == "none":
+        return None, ""
+    if requested:
+        return requested, ""
+    try:
+        profiles = (yaml.safe_load(Path(path).read_text()) or {}).get("profiles") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None, ""  # load_config reports the file's problem
+    if "cpu" not in profiles:
+        return None, ""
+    import torch
+
+    if torch.cuda.is_available():
+        return None, ""
+    sets = ", ".join(f"{k}" for k in sorted(flatten(profiles["cpu"] or {})))
+    return "cpu", (f"no CUDA device here: using the 'cpu' profile of {path} ({sets}); "
+                   "--profile none runs the config as written, --profile NAME another profile")
 
 
 def load_config(path: str | Path, profile: str | None = None, overrides: list[str] | None = None) -> Config:

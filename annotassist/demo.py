@@ -13,6 +13,7 @@ from pathlib import Path
 from .config import load_config
 from .errors import AnnotassistError
 from .export import export
+from .hints import command
 from .importer import create_workspace
 from .workspace import Workspace
 
@@ -41,11 +42,14 @@ def run_demo(out: str | Path = "runs/demo", rounds: int = 3, config: str | None 
     from .plots import round_plots
     from .report import round_rows
 
+    from .runtime.threads import current_plan
+
     t0 = time.time()
     s = cfg.synthetic
     print(f"annotassist demo: {s.num_pool} pool + {s.num_val} evaluation images ({s.size}px, {cfg.num_classes} "
           f"classes), {cfg.pool.initial_labeled} labeled to start, +{cfg.acquire.budget} per round, {rounds} "
-          f"rounds of DSSN ({cfg.train.max_iters} steps a round, warm-started); writing to {out}")
+          f"rounds of DSSN ({cfg.train.max_iters} steps a round, warm-started); writing to {out}\n"
+          f"{current_plan(cfg.train.num_workers).describe()}")
     ws_path = out / "workspace"
     if not (ws_path / "pool.sqlite").is_file():
         ws, _ = create_workspace(ws_path, cfg, out / "data", progress=False)  # generates the set into out/data
@@ -56,15 +60,17 @@ def run_demo(out: str | Path = "runs/demo", rounds: int = 3, config: str | None 
     result = run_loop(ws_path, RunOptions(device=device))
     with Workspace(ws_path) as ws:
         rows = round_rows(ws)
-        plots = round_plots(rows, cfg.dataset.classes, out, cfg.palette())
+        plots = round_plots(rows, cfg.dataset.classes, out, cfg.palette(), ws.class_pixels("pool"))
         summary = export(ws, out / "export", progress=False)
     minutes = (time.time() - t0) / 60
+    me = command()
     print(f"\n{result.stopped_because} in {minutes:.1f} min.\n"
           f"plots: {', '.join(str(p) for p in plots)}\n"
           f"labels exported for any trainer: {out / 'export'} ({summary['labeled_count']} labeled, "
           f"{summary['unlabeled_count']} unlabeled, {summary['val_count']} val)\n"
-          f"correct masks yourself in the browser:  annotassist ui --workspace {ws_path}\n"
-          f"or keep going with more rounds:         annotassist loop --project {ws_path} --rounds {rounds + 2}")
+          f"correct the queued images yourself in the browser:  {me} ui --workspace {ws_path}\n"
+          f"then train on your corrections and go on:           {me} loop --project {ws_path} "
+          f"--rounds {rounds + 2}")
     return {"rows": rows, "minutes": minutes}
 
 

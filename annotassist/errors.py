@@ -44,8 +44,11 @@ class Problem:
     message: str
     fix: str = ""
     line: int | None = None
+    listed: tuple[str, int] | None = None  # (list file, line) that named `file`, when the problem is in its content
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        if self.listed is not None:
+            where += f" (line {self.listed[1]} of {self.listed[0]})"
         text = f"{where}: {self.message}"
         return f"{text} ({self.fix})" if self.fix else text

@@ -23,12 +23,12 @@ import os
 import shutil
 from pathlib import Path
 
-from tqdm import tqdm
 
 from . import faults
 from .data.layouts import stays_inside
 from .data.masks import read_mask, write_mask
 from .errors import AnnotassistError, DataError, Problem
+from .progress import progress as progress_bar
 from .workspace import Workspace
 
 MARKER = ".annotassist-export"
@@ -42,19 +42,20 @@ class ExportError(AnnotassistError):
 def export(ws: Workspace, out: str | Path, link: bool = False, progress: bool = True, force: bool = False) -> dict:
     out = Path(out)
     ours = check_destination(ws, out, force)
-    plan, skipped = _plan(ws)
-    written = [rel for item in plan for rel in (item["image"], item["mask"]) if rel] + \
-        [f"{n}.txt" for n in LISTS] + ["classes.txt", "export.json"]
-    foreign = [rel for rel in written if rel not in ours and (os.path.lexists(out / rel))]
-    if foreign:
-        raise ExportError(f"{out} already holds {len(foreign)} file(s) that annotassist did not write there "
-                          f"(e.g. {', '.join(foreign[:3])}); they are never replaced: export into a new folder")
-    stage = _staging(out)
-    try:
-        summary = _write(ws, plan, stage, link, progress)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+    with ws.snapshot():  # one consistent pool, even beside a running loop
+        plan, skipped = _plan(ws)
+        written = [rel for item in plan for rel in (item["image"], item["mask"]) if rel] + \
+            [f"{n}.txt" for n in LISTS] + ["classes.txt", "export.json"]
+        foreign = [rel for rel in written if rel not in ours and (os.path.lexists(out / rel))]
+        if foreign:
+            raise ExportError(f"{out} already holds {len(foreign)} file(s) that annotassist did not write there "
+                              f"(e.g. {', '.join(foreign[:3])}); they are never replaced: export into a new folder")
+        stage = _staging(out)
+        try:
+            summary = _write(ws, plan, stage, link, progress)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
     summary["skipped"] = [str(p) for p in skipped]
     (stage / "export.json").write_text(json.dumps(summary, indent=2))
     _commit(stage, out, written, ours)
@@ -144,7 +145,7 @@ def _write(ws: Workspace, plan: list[dict], stage: Path, link: bool, progress: b
     cfg = ws.config
     palette = cfg.palette()
     lists: dict[str, list[str]] = {n: [] for n in LISTS}
-    for item in tqdm(plan, desc="export", disable=not progress, leave=False):
+    for item in progress_bar(plan, desc="export", unit="image", disable=not progress, leave=False):
         rec = item["rec"]
         dst = stage / item["image"]
         dst.parent.mkdir(parents=True, exist_ok=True)

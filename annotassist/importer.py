@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from .config import Config
-from .data.layouts import _name, check_sample, read_split
-from .data.masks import file_sha256
+from .data.layouts import Sample, _name, check_sample, read_split
+from .data.masks import file_sha256, read_mask
 from .errors import AnnotassistError, DataError, Problem, WorkspaceError
+from .progress import progress as progress_bar
 from .workspace import NewImage, PoolUpdate, SyncReport, Workspace
 
 
@@ -44,18 +44,19 @@ def import_dataset(ws: Workspace, progress: bool = True) -> SyncReport:
         report.problems += problems
         for s in samples:
             if s.name in found:
-                report.problems.append(Problem(str(s.image), f"image {s.name} is in both the pool and the "
-                                               "evaluation set", "keep it in one of them"))
+                report.problems.append(_at(s, f"image {s.name} is in both the pool and the evaluation set",
+                                           "keep it in one of them"))
                 continue
             found[s.name] = (split, s)
     existing = {r.name: r for r in ws.images(split=None, include_missing=True)}
     hashes = {r.sha256: r.name for r in existing.values() if not r.missing}
     new_checked, late_masks, changed_sha = [], [], {}
-    for name, (split, s) in tqdm(found.items(), desc="checking images", disable=not progress, leave=False):
+    for name, (split, s) in progress_bar(list(found.items()), desc="checking images", unit="image",
+                                         disable=not progress, leave=False):
         try:
             sha = file_sha256(s.image)
         except OSError as e:
-            report.problems.append(Problem(str(s.image), f"cannot be read ({e})", "check permissions"))
+            report.problems.append(_at(s, f"cannot be read ({e.strerror or e})", "check permissions"))
             continue
         old = existing.get(name)
         if old is not None:
@@ -68,16 +69,16 @@ def import_dataset(ws: Workspace, progress: bool = True) -> SyncReport:
                 try:  # a mask appeared in the source for an image we already have
                     late_masks.append((old, check_sample(s, cfg)))
                 except DataError as e:
-                    report.problems.append(_problem(e))
+                    report.problems.append(_problem(e, s))
             continue
         if sha in hashes:
-            report.problems.append(Problem(str(s.image), f"same content as image {hashes[sha]} already "
-                                           "in the pool (a duplicate)", "remove one of the copies"))
+            report.problems.append(_at(s, f"same content as image {hashes[sha]} already in the pool (a "
+                                       "duplicate)", "remove one of the copies"))
             continue
         try:
             checked = check_sample(s, cfg)
         except DataError as e:
-            report.problems.append(_problem(e))
+            report.problems.append(_problem(e, s))
             continue
         hashes[sha] = name
         new_checked.append((split, sha, checked))
@@ -107,12 +108,37 @@ def import_dataset(ws: Workspace, progress: bool = True) -> SyncReport:
         label = c.mask if (n_init <= 0 or old.split == "val") and old.state == "unlabeled" else None
         late.append((old.id, c.sample.mask.resolve(), label))
         report.labeled += label is not None and old.split == "pool"
+    report.restored, report.lost = restore_lost_masks(ws)
     found_again = {name: s.image.resolve() for name, (_, s) in found.items()
                    if name in existing and existing[name].missing}
     ws.apply_import(PoolUpdate(new, late, changed_sha, report.disappeared, found_again,
                                {"added": report.added, "labeled": report.labeled,
                                 "disappeared": len(report.disappeared), "problems": len(report.problems)}))
     return report
+
+
+def restore_lost_masks(ws: Workspace) -> tuple[list[str], list[Problem]]:
+    """Mask files lost from the workspace's masks/: a ground-truth one is written again from the dataset's mask
+    it was imported from (same content only); the others (a person's corrections, pseudo masks) are reported,
+    since only a backup has them."""
+    restored, lost = [], []
+    cfg = ws.config
+    for m in ws.lost_masks():
+        src = Path(m.mask.source) if m.mask.kind == "ground_truth" and m.mask.source else None
+        if src is not None and src.is_file():
+            try:
+                ws.restore_mask_file(m, read_mask(src, cfg.num_classes, cfg.dataset.ignore_index, cfg.palette()))
+                restored.append(m.image_name)
+                continue
+            except DataError as e:
+                lost.append(Problem(str(m.mask.path), f"the ground-truth mask of {m.image_name} is missing and "
+                                    f"cannot be rewritten from the dataset ({e})", f"restore it from a backup of "
+                                    f"{ws.root / 'masks'}"))
+                continue
+        what = "current label" if m.is_label else f"{m.mask.kind} mask version"
+        lost.append(Problem(str(m.mask.path), f"the {what} of {m.image_name} is missing from the workspace",
+                            f"restore it from a backup of {ws.root / 'masks'}"))
+    return restored, lost
 
 
 def label_from_list(ws: Workspace, list_file: Path) -> int:
@@ -138,7 +164,12 @@ def label_from_list(ws: Workspace, list_file: Path) -> int:
     return made
 
 
-def _problem(e: DataError) -> Problem:
-    """DataError messages start with the file they are about."""
+def _problem(e: DataError, s: Sample) -> Problem:
+    """DataError messages start with the file they are about; the list line that named it goes with it."""
     file, _, message = str(e).partition(": ")
-    return Problem(file, message)
+    return Problem(file, message, listed=s.origin)
+
+
+def _at(s: Sample, message: str, fix: str) -> Problem:
+    """A problem with one image, at the image file and the list line that named it."""
+    return Problem(str(s.image), message, fix, listed=s.origin)

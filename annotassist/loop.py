@@ -13,7 +13,8 @@ step it died in without doing anything twice:
             when Label Studio can reach it (corrections land in the pool the moment they are submitted, also
             while a later round trains) and polls when it cannot
 
-After the last round a final model is trained on everything labeled. One loop per workspace (a lock).
+After the last round a final model is trained on everything labeled. One writer per workspace (lock.py): a
+second loop, or a select or train beside this one, is refused; the correction editor's saves are not.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from pathlib import Path
 from . import rounds
 from .annotate.annotators import make_annotator
 from .errors import AnnotassistError, CheckpointError, WorkspaceError
-from .lock import WorkspaceLock
+from .lock import WorkspaceLock, child_env
 from .report import rounds_table
 from .workspace import Workspace
 
@@ -41,6 +42,9 @@ class RunOptions:
     device: str | None = None
     progress: bool = True
     restart_round: bool = False  # train an unfinished round again from its start with the current settings
+    # after the last round's model: score, select and pre-annotate the next images, so a person (the editor,
+    # Label Studio) finds work waiting; benchmarks that only read the models turn it off
+    queue_next: bool = True
     annotator_options: dict = field(default_factory=dict)  # Label Studio url and key, editor host/port
 
 
@@ -53,11 +57,12 @@ class LoopResult:
 # -- the steps -----------------------------------------------------------------------------------------------
 
 def _torchrun(ws: Workspace, opts: RunOptions, args: list[str]) -> None:
-    """Run a verb under torchrun; the processes read the workspace's stored config (nothing is replayed)."""
+    """Run a verb under torchrun; the processes read the workspace's stored config (nothing is replayed). They
+    write under the lock this loop holds: its token in their environment lets them join it (lock.py)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={opts.gpus}",
            "-m", "annotassist.cli", *args, "--workspace", str(ws.root)] + \
           (["--device", opts.device] if opts.device else [])
-    if subprocess.run(cmd).returncode != 0:
+    if subprocess.run(cmd, env=child_env(ws.root)).returncode != 0:
         raise AnnotassistError(f"{args[0]} under torchrun failed (see its output above); the step continues "
                                "from where it stopped when you run the loop again")
 
@@ -115,10 +120,12 @@ def _push(ws: Workspace, round_: int, opts: RunOptions, annotator) -> dict:
     from .runtime.checkpoint import load_model
 
     ids = annotator.pending(_round_ids(ws, round_))
-    device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, _ = load_model(ws.round_info(round_)["checkpoint"], ws.config, device)
-    made = prelabel(ws, ws.config, model, device, round_, ids)
-    del model
+    made = 0
+    if ws.config.loop.pre_annotate:
+        device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model, _ = load_model(ws.round_info(round_)["checkpoint"], ws.config, device)
+        made = prelabel(ws, ws.config, model, device, round_, ids)
+        del model
     return {"pseudo_masks": made, "pushed": annotator.push(round_, ids)}
 
 
@@ -215,8 +222,12 @@ def _run(ws: Workspace, opts: RunOptions, log) -> LoopResult:
                 if rounds.unfinished_round(ws) is None and round_ > plan.rounds:
                     return LoopResult(round_ - 1, f"all {plan.rounds} rounds done")
             else:
-                if round_ >= plan.rounds:  # the final model is trained; no more labeling asked for
-                    return LoopResult(round_, f"all {plan.rounds} rounds done")
+                if round_ >= plan.rounds and (step == "pull" or not opts.queue_next):
+                    # the final model is trained (and the next images wait for a person): no more rounds asked for
+                    waiting = len(_round_ids(ws, round_)) if opts.queue_next else 0
+                    return LoopResult(round_, f"all {plan.rounds} rounds done" +
+                                      (f"; the next {waiting} images are queued with pre-annotations" if waiting
+                                       else ""))
                 miou = (ws.round_info(round_)["metrics"] or {}).get("mIoU")
                 if plan.target_miou and miou is not None and miou >= plan.target_miou:
                     return LoopResult(round_, f"target mIoU {plan.target_miou * 100:.1f}% reached "

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data.cache import shared_cache
 from .data.datasets import image_loader
 from .runtime import precision
 
@@ -15,7 +16,8 @@ from .runtime import precision
 def predict_masks(model, records, cfg, device: torch.device, batch_size: int = 4,
                   num_workers: int = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield (image id, mask uint8 (H, W), confidence float16 (H, W)) for image records of the workspace."""
-    loader = image_loader(records, cfg.train.image_scale, batch_size, num_workers=num_workers)
+    loader = image_loader(records, cfg.train.image_scale, batch_size, num_workers=num_workers,
+                          cache=shared_cache(cfg.train.decode_cache_mb))
     model.eval()
     for index, images in loader:
         with precision.autocast(cfg, device):

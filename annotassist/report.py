@@ -26,6 +26,11 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def pct(fraction: float | None) -> str | None:
+    """A fraction shown as a percentage with one decimal (mIoU, IoU, shares): what a person reads."""
+    return None if fraction is None else f"{fraction * 100:.1f}"
+
+
 def status_text(ws: Workspace) -> str:
     cfg = ws.config
     out = [f"workspace {ws.root}  ({cfg.dataset.name}, {cfg.num_classes} classes, data {ws.data_root})", ""]
@@ -34,10 +39,10 @@ def status_text(ws: Workspace) -> str:
     for r in pool:
         counts[r.state] += 1
     missing = len(ws.images("pool", include_missing=True)) - len(pool)
-    rows = [[s, counts[s], counts[s] / max(1, len(pool))] for s in STATES]
-    rows.append(["total", len(pool), 1.0])
+    rows = [[s, counts[s], pct(counts[s] / max(1, len(pool)))] for s in STATES]
+    rows.append(["total", len(pool), pct(1.0)])
     out.append("pool")
-    out.append(table(["state", "images", "share"], rows))
+    out.append(table(["state", "images", "share %"], rows, align="lrr"))
     val = ws.images("val")
     out.append(f"\nevaluation set: {len(val)} images" + (f"; {missing} pool images missing from the source"
                                                             if missing else ""))
@@ -48,43 +53,73 @@ def status_text(ws: Workspace) -> str:
         for r in rounds:
             m = r["metrics"] or {}
             rr.append([r["round"], r["status"], r["method"] or "-", r["labeled_count"],
-                       m.get("mIoU"), len(ws.selections(r["round"]))])
-        out.append(table(["round", "status", "method", "labeled", "mIoU", "selected"], rr))
+                       pct(m.get("mIoU")), len(ws.selections(r["round"]))])
+        out.append(table(["round", "status", "method", "labeled", "mIoU %", "selected"], rr, align="rllrrr"))
     pixels = ws.class_pixels("pool")
     total = max(1, int(pixels.sum()))
     out.append("\nlabeled pixels per class (pool)")
-    out.append(table(["class", "pixels", "share"],
-                     [[c, int(p), p / total] for c, p in zip(cfg.dataset.classes, pixels)]))
+    out.append(table(["class", "pixels", "share %"],
+                     [[c, int(p), pct(p / total)] for c, p in zip(cfg.dataset.classes, pixels)], align="lrr"))
     absent = [c for c, p in zip(cfg.dataset.classes, pixels) if p == 0]
     if absent and counts["labeled"]:
         out.append(f"\nno labeled pixels yet for: {', '.join(absent)}")
+    out += lost_masks_text(ws)
     return "\n".join(out)
 
 
+def lost_masks_text(ws: Workspace) -> list[str]:
+    """A warning for mask files gone from the workspace (training and export stop on a lost label)."""
+    lost = ws.lost_masks()
+    if not lost:
+        return []
+    labels = [m for m in lost if m.is_label]
+    truth = [m for m in lost if m.mask.kind == "ground_truth"]
+    names = ", ".join(f"{m.image_name} ({m.mask.path.relative_to(ws.root)})" for m in (labels or lost)[:5])
+    out = [f"\nwarning: {len(lost)} mask file(s) are missing from {ws.root / 'masks'}, {len(labels)} of them "
+           f"current labels (training and export stop on those): {names}{' ...' if len(lost) > 5 else ''}",
+           f"  fix: restore {ws.root / 'masks'} from a backup"]
+    if truth:
+        out[-1] += (f"; the {len(truth)} ground-truth one(s) are rewritten from the dataset by 'annotassist init "
+                    f"--config {ws.root / 'config.yaml'} --data {ws.data_root} --workspace {ws.root}'")
+    return out
+
+
 def round_rows(ws: Workspace) -> list[dict]:
-    """Per round: labels it trained on, its evaluation, and the correction effort of the images it selected."""
+    """Per round: the labels it trained on, its evaluation, and the effort spent on the images it selected
+    (pixels a person changed in their pre-annotations, the regions those form, and what drawing the same
+    labels from scratch would have cost: every labeled pixel). `selected` is None before its selection."""
     classes = ws.config.dataset.classes
     out = []
     for r in ws.rounds():
         m = r["metrics"] or {}
         picked = [i for i, *_ in ws.selections(r["round"])]
+        selected = len(picked) if picked or ws.step_status(r["round"], "select") == "done" else None
         human = [h for i in picked for h in ws.masks(i, "human") if h.round == r["round"]]
         mix = [0] * len(classes)
         for h in human:
             mix = [a + b for a, b in zip(mix, h.class_pixels)]
         out.append({"round": r["round"], "status": r["status"], "labeled": r["labeled_count"],
                     "mIoU": m.get("mIoU"), "per_class_iou": m.get("per_class_iou") or {},
-                    "selected": len(picked), "corrected": len(human),
+                    "selected": selected, "corrected": len(human) if selected is not None else None,
                     "pixels_changed": sum(h.changed_pixels or 0 for h in human),
                     "regions_changed": sum(h.changed_regions or 0 for h in human),
+                    "scratch_pixels": sum(mix),
                     "selected_class_pixels": dict(zip(classes, mix))})
     return out
 
 
 def rounds_table(ws: Workspace, per_class: bool = False) -> str:
+    """The rounds as a person reads them: mIoU and IoU in %, effort in pixels next to the from-scratch cost."""
     rows = round_rows(ws)
     classes = ws.config.dataset.classes if per_class else []
-    headers = ["round", "labeled", "mIoU", "selected", "corrected", "pixels changed", "regions"] + classes
-    return table(headers, [[r["round"], r["labeled"], r["mIoU"], r["selected"], r["corrected"],
-                            r["pixels_changed"], r["regions_changed"]]
-                           + [r["per_class_iou"].get(c) for c in classes] for r in rows])
+    headers = ["round", "labeled", "mIoU %", "selected", "corrected", "pixels changed", "regions",
+               "from scratch", "saved %"] + [f"{c} %" for c in classes]
+    body = []
+    for r in rows:
+        done = bool(r["corrected"])
+        saved = pct(1 - r["pixels_changed"] / r["scratch_pixels"]) if done and r["scratch_pixels"] else None
+        body.append([r["round"], r["labeled"], pct(r["mIoU"]), r["selected"], r["corrected"],
+                     r["pixels_changed"] if done else None, r["regions_changed"] if done else None,
+                     r["scratch_pixels"] if done else None, saved]
+                    + [pct(r["per_class_iou"].get(c)) for c in classes])
+    return table(headers, body, align="r" * len(headers))

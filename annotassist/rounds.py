@@ -20,6 +20,7 @@ from pathlib import Path
 from .config import config_diff
 from .errors import TrainingError, WorkspaceError
 from .runtime import distributed as dist_utils
+from .runtime.summary import training_line
 from .workspace import Workspace
 
 STEPS = ("train", "score", "select", "push", "pull")
@@ -111,11 +112,16 @@ def train_round(ws: Workspace, *, method: str | None = None, warm_start: bool = 
     if not labeled:
         raise TrainingError(f"{ws.root}: no labeled images in the pool; start with 'annotassist init --labeled N' "
                             "or label some images first")
-    warning = class_coverage_warning(ws.class_pixels("pool"), cfg.dataset.classes)
+    class_pixels = ws.class_pixels("pool")
+    warning = class_coverage_warning(class_pixels, cfg.dataset.classes)
     if warning and dist.is_main:
         print(warning)
     trainer = Trainer(cfg, labeled, ws.unlabeled_samples(), ws.val_samples(), ws.round_dir(round_), method=method,
-                      resume=resume, init_weights=init_weights, device=device, progress=progress)
+                      resume=resume, init_weights=init_weights, device=device, progress=progress,
+                      class_pixels=class_pixels)
+    if dist.is_main:
+        print(training_line(cfg, trainer.device, method, trainer.total_iters, cfg.train.batch_size, len(labeled),
+                            len(trainer.unlabeled), what=f"round {round_}", init_weights=init_weights))
     result = trainer.fit(stop_after=stop_after)
     if not result.interrupted and dist.is_main:
         ws.finish_round_training(round_, result.model_path, result.metrics)

@@ -1,13 +1,21 @@
-"""The field's active-learning benchmark, with a simulated annotator standing in for the person.
+"""The benchmark: model quality against the effort a person spends, with a simulated annotator standing in.
 
-For each seed: a random initial labeled set, one round-0 model (shared by every strategy: they all start from
-the same labels). For each strategy: score -> select B -> the simulated annotator returns the truth (and
-counts what it had to correct in the pushed pre-annotation) -> retrain; R rounds. `--full` trains once on
-every pool label for the "share of fully supervised mIoU".
+Every arm runs the same loop a team runs (loop.py) with the simulated annotator, which hands back the dataset's
+own masks and counts what a person would have changed (effort.py). An arm is a selection strategy, a training
+method, and whether the person corrects pre-annotations or draws from scratch:
 
-    <out>/seed<k>/base/          the seed's workspace after round 0
-    <out>/seed<k>/<strategy>/    each strategy's workspace (a copy of base, then its own rounds)
-    <out>/full/                  the fully labeled reference
+    scratch   random images, supervised model, no pre-annotation: effort = every labeled pixel (no assistant)
+    random    random images, the config's method (DSSN), pre-annotations corrected
+    dssn      the dssn selection, DSSN, pre-annotations corrected     ... (any registered strategy)
+
+For each seed: a random initial labeled set and one round-0 model per training method, shared by the arms
+that use it. R rounds of +B images. Optionally a fully labeled reference (the ceiling). Reported, with the
+mean and spread over seeds: mIoU per round against labeled images and against cumulative effort, the effort
+each arm needs to reach 90% of the reference's mIoU, and the area under mIoU against effort.
+
+    <out>/seed<k>/base-<method>/   the seed's workspace after round 0, per method
+    <out>/seed<k>/<arm>/           each arm's workspace (a copy of its base, then its own rounds)
+    <out>/full/                    the fully labeled reference
     <out>/results.csv, results.json, learning_curve.png, summary.md
 """
 from __future__ import annotations
@@ -15,10 +23,11 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,19 +39,44 @@ from .loop import RunOptions, run_loop
 from .report import round_rows, table
 from .workspace import Workspace
 
+TARGET_SHARE = 0.9  # effort to reach this share of the fully labeled reference's mIoU
+
+
+@dataclass
+class Arm:
+    name: str
+    strategy: str
+    method: str = ""  # "" = the config's train.method
+    pre_annotate: bool = True  # False: the person draws every label from scratch
+
+
+def parse_arm(text: str) -> Arm:
+    """'NAME=STRATEGY[:METHOD][:scratch]' or just 'STRATEGY' (e.g. 'scratch=random:supervised:scratch')."""
+    name, _, spec = text.partition("=")
+    if not spec:
+        name, spec = text, text
+    parts = spec.split(":")
+    return Arm(name, parts[0], parts[1] if len(parts) > 1 and parts[1] != "scratch" else "",
+               "scratch" not in parts[1:])
+
 
 @dataclass
 class SimulationPlan:
-    strategies: list[str]
+    strategies: list[str] = field(default_factory=list)  # shorthand: one assisted arm per strategy
     init: int = 16
     budget: int = 16
     rounds: int = 5
     seeds: int = 3
     full: bool = False
+    full_overrides: list[str] = field(default_factory=list)  # e.g. more steps, so the reference is the ceiling
     warm_start: bool = False
     profile: str = ""  # stated in the output: which reduced profile produced these numbers
     device: str | None = None
     progress: bool = False  # progress bars for training and scoring
+    arms: list[Arm] = field(default_factory=list)
+
+    def all_arms(self) -> list[Arm]:
+        return self.arms or [Arm(s, s) for s in self.strategies]
 
 
 def _quiet(*_a, **_k) -> None:
@@ -57,8 +91,8 @@ def _fresh_workspace(path: Path, cfg, data_root: Path) -> None:
 
 
 def _copy_workspace(src: Path, dst: Path, overrides: list[str]) -> None:
-    """A strategy's own copy of the seed's base workspace (its models are stored relative to the workspace,
-    so the copy uses its own files), with the strategy's plan in its config."""
+    """An arm's own copy of the seed's base workspace (its models are stored relative to the workspace, so
+    the copy uses its own files), with the arm's plan in its config."""
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoint.pt", "*.lock"))
@@ -66,20 +100,26 @@ def _copy_workspace(src: Path, dst: Path, overrides: list[str]) -> None:
         ws.apply_config(overrides=overrides, why="simulate")
 
 
-def _rows(strategy: str, seed: int, ws_path: Path, pool_size: int) -> list[dict]:
-    """One row per trained round, with the effort spent on the labels that round trained on."""
-    out, pixels, regions = [], 0, 0
+def _rows(arm: Arm, seed: int, ws_path: Path, pool_size: int) -> list[dict]:
+    """One row per trained round, with the effort spent on the labels that round trained on (everything the
+    person changed in the rounds before it) and what drawing those labels from scratch would have cost."""
+    out, pixels, regions, scratch = [], 0, 0, 0
     with Workspace(ws_path) as ws:
         for r in round_rows(ws):
             info = ws.round_info(r["round"])
-            out.append({"strategy": strategy, "seed": seed, "round": r["round"], "labeled": r["labeled"],
-                        "labeled_share": r["labeled"] / pool_size, "mIoU": r["mIoU"],
-                        "per_class_iou": r["per_class_iou"], "pixels_corrected": pixels,
-                        "regions_corrected": regions, "train_seconds": (info["metrics"] or {}).get("seconds")})
-            pixels += r["pixels_changed"]
-            regions += r["regions_changed"]
+            out.append({"arm": arm.name, "strategy": arm.strategy, "method": info["method"], "seed": seed,
+                        "round": r["round"], "labeled": r["labeled"], "labeled_share": r["labeled"] / pool_size,
+                        "mIoU": r["mIoU"], "per_class_iou": r["per_class_iou"], "pixels_corrected": pixels,
+                        "regions_corrected": regions, "scratch_pixels": scratch,
+                        "train_seconds": (info["metrics"] or {}).get("seconds")})
+            if r["corrected"]:
+                pixels += r["pixels_changed"]
+                regions += r["regions_changed"]
+                scratch += r["scratch_pixels"]
     return out
 
+
+# -- reading the curves ----------------------------------------------------------------------------------------
 
 def auc(labeled: list[float], miou: list[float]) -> float:
     """Area under the mIoU-vs-labels curve divided by the labels spanned: the curve's mean mIoU."""
@@ -89,12 +129,53 @@ def auc(labeled: list[float], miou: list[float]) -> float:
     return float(np.trapezoid(y, x) / (x[-1] - x[0]))
 
 
+def miou_at_effort(curve: list[tuple[float, float]], effort: float) -> float:
+    """The mIoU a person has at `effort`: that of the latest model trained on labels costing at most that
+    (a step function: a model exists only once its labels are paid for)."""
+    best = curve[0][1]
+    for e, m in curve:
+        if e <= effort:
+            best = m
+    return best
+
+
+def effort_auc(curve: list[tuple[float, float]], upto: float, points: int = 400) -> float:
+    """Mean mIoU over effort 0..upto (area under the step curve, per unit of effort)."""
+    xs = np.linspace(0, upto, points)
+    return float(np.mean([miou_at_effort(curve, x) for x in xs]))
+
+
+def effort_to_reach(curve: list[tuple[float, float]], target: float) -> float | None:
+    """The cumulative effort of the first model at or above `target` mIoU (None if no model reaches it)."""
+    for e, m in curve:
+        if m >= target:
+            return e
+    return None
+
+
+def _curves(rows: list[dict]) -> dict[str, dict[int, list[tuple[float, float]]]]:
+    """arm -> seed -> [(cumulative effort in pixels, mIoU %)] in round order."""
+    out: dict[str, dict[int, list]] = {}
+    for r in sorted(rows, key=lambda r: (r["arm"], r["seed"], r["round"])):
+        out.setdefault(r["arm"], {}).setdefault(r["seed"], []).append((r["pixels_corrected"], r["mIoU"] * 100))
+    return out
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    v = [x for x in values if x is not None and np.isfinite(x)]
+    return (float(np.mean(v)), float(np.std(v))) if v else (None, None)
+
+
 def summarize(rows: list[dict], full_miou: float | None, pool_size: int) -> list[dict]:
+    curves = _curves(rows)
+    # the effort range every arm's curve covers: up to the smallest total effort of any arm and seed
+    upto = min(c[-1][0] for seeds in curves.values() for c in seeds.values()) or None
+    target = full_miou * 100 * TARGET_SHARE if full_miou else None
     out = []
-    for s in dict.fromkeys(r["strategy"] for r in rows):
-        mine = [r for r in rows if r["strategy"] == s]
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        mine = [r for r in rows if r["arm"] == arm]
         seeds = sorted({r["seed"] for r in mine})
-        aucs, finals, at10, pix = [], [], [], []
+        aucs, finals, at10, pix, regions, scratch, e_auc, reach, reach_images = [], [], [], [], [], [], [], [], []
         for k in seeds:
             curve = sorted((r for r in mine if r["seed"] == k), key=lambda r: r["round"])
             aucs.append(auc([r["labeled"] for r in curve], [r["mIoU"] * 100 for r in curve]))
@@ -102,14 +183,32 @@ def summarize(rows: list[dict], full_miou: float | None, pool_size: int) -> list
             within = [r["mIoU"] * 100 for r in curve if r["labeled"] <= 0.10 * pool_size]
             at10.append(max(within) if within else float("nan"))
             pix.append(curve[-1]["pixels_corrected"])
-        row = {"strategy": s, "seeds": len(seeds), "auc": float(np.mean(aucs)), "auc_std": float(np.std(aucs)),
-               "final_mIoU": float(np.mean(finals)), "best_mIoU_at_10pct": float(np.mean(at10)),
-               "pixels_corrected": float(np.mean(pix))}
+            regions.append(curve[-1]["regions_corrected"])
+            scratch.append(curve[-1]["scratch_pixels"])
+            if upto:
+                e_auc.append(effort_auc(curves[arm][k], upto))
+            if target is not None:
+                reach.append(effort_to_reach(curves[arm][k], target))
+                hit = [r["labeled"] for r in curve if r["mIoU"] * 100 >= target]
+                reach_images.append(hit[0] if hit else None)
+        row = {"arm": arm, "strategy": mine[0]["strategy"], "method": mine[0]["method"], "seeds": len(seeds),
+               "auc": float(np.mean(aucs)), "auc_std": float(np.std(aucs)),
+               "final_mIoU": float(np.mean(finals)), "final_mIoU_std": float(np.std(finals)),
+               "best_mIoU_at_10pct": float(np.mean(at10)),
+               "pixels_corrected": float(np.mean(pix)), "regions_corrected": float(np.mean(regions)),
+               "scratch_pixels": float(np.mean(scratch))}
+        row["effort_auc"], row["effort_auc_std"] = _mean_std(e_auc)
+        row["effort_auc_upto_pixels"] = upto
+        if target is not None:
+            row["target_mIoU"] = target
+            row["effort_to_target"], row["effort_to_target_std"] = _mean_std(reach)
+            row["seeds_reaching_target"] = sum(x is not None for x in reach)
+            row["images_to_target"], _ = _mean_std(reach_images)
         if full_miou:
             row["share_of_full_at_10pct"] = row["best_mIoU_at_10pct"] / (full_miou * 100)
             row["share_of_full_final"] = row["final_mIoU"] / (full_miou * 100)
         out.append(row)
-    base = next((r for r in out if r["strategy"] == "random"), None)
+    base = next((r for r in out if r["arm"] == "random"), None)
     for r in out:
         r["auc_vs_random"] = r["auc"] - base["auc"] if base else None
     return out
@@ -121,61 +220,90 @@ def plot(rows: list[dict], full_miou: float | None, path: Path, title: str) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for s in dict.fromkeys(r["strategy"] for r in rows):
-        mine = [r for r in rows if r["strategy"] == s]
+    from .plots import _pixels_label
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.3))
+    curves = _curves(rows)
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        mine = [r for r in rows if r["arm"] == arm]
         xs = sorted({r["labeled"] for r in mine})
         ys = [[r["mIoU"] * 100 for r in mine if r["labeled"] == x] for x in xs]
         mean = np.array([np.mean(v) for v in ys])
-        lo, hi = np.array([np.min(v) for v in ys]), np.array([np.max(v) for v in ys])
-        line, = ax.plot(xs, mean, marker="o", label=s)
+        line, = ax.plot(xs, mean, marker="o", label=arm)
         if any(len(v) > 1 for v in ys):
-            ax.fill_between(xs, lo, hi, alpha=0.2, color=line.get_color())
-    if full_miou:
-        ax.axhline(full_miou * 100, ls="--", c="k", lw=1, label="all labels")
-        ax.axhline(full_miou * 95, ls=":", c="k", lw=1, label="95% of all labels")
+            ax.fill_between(xs, [min(v) for v in ys], [max(v) for v in ys], alpha=0.2, color=line.get_color())
+        # against effort: the mean over seeds of each round's (effort, mIoU); seeds' spread as bars
+        per_round = np.array([c for c in curves[arm].values() if len(c) == len(xs)])
+        if len(per_round):
+            e, m = per_round[..., 0], per_round[..., 1]
+            bx.errorbar(e.mean(0), m.mean(0), xerr=e.std(0), yerr=m.std(0), marker="o", capsize=2, label=arm,
+                        color=line.get_color())
+    for axis in (ax, bx):
+        if full_miou:
+            axis.axhline(full_miou * 100, ls="--", c="k", lw=1, label="all labels")
+            axis.axhline(full_miou * 100 * TARGET_SHARE, ls=":", c="k", lw=1,
+                         label=f"{TARGET_SHARE:.0%} of all labels")
+        axis.set_ylabel("mIoU (%)")
+        axis.grid(alpha=0.3)
     ax.set_xlabel("labeled images")
-    ax.set_ylabel("mIoU (%)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    bx.set_xlabel("pixels a person changed or drew (cumulative)")
+    bx.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: _pixels_label(v)))
+    ax.legend(fontsize=7)
+    bx.legend(fontsize=7, loc="lower right")
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
+# -- running it -----------------------------------------------------------------------------------------------
+
 def simulate(cfg, plan: SimulationPlan, out: str | Path, data_root: Path, log=print) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for s in plan.strategies:
-        resolve(s)  # unknown names fail before any training
+    arms = plan.all_arms()
+    for a in arms:
+        resolve(a.strategy)  # unknown names fail before any training
     started = time.time()
     rows: list[dict] = []
     pool_size = 0
-    run = RunOptions(device=plan.device, progress=plan.progress)
+    run = RunOptions(device=plan.device, progress=plan.progress, queue_next=False)
     for seed in range(plan.seeds):
         scfg = copy.deepcopy(cfg)
         scfg.pool.initial_labeled, scfg.pool.seed, scfg.train.seed = plan.init, seed, seed
         scfg.loop.rounds, scfg.loop.annotator, scfg.loop.warm_start = 0, "simulated", plan.warm_start
         scfg.acquire.budget = plan.budget
-        base_dir = out / f"seed{seed}" / "base"
-        _fresh_workspace(base_dir, scfg, data_root)
-        with Workspace(base_dir) as ws:
-            pool_size = ws.count("pool")
-            log(f"seed {seed}: pool {pool_size}, evaluation {ws.count('val')}; training round 0 "
-                f"({ws.count('pool', 'labeled')} labeled)")
-        run_loop(base_dir, run, log=_quiet)  # loop.rounds = 0: round 0's model only, shared by every strategy
-        for s in plan.strategies:
-            sws = out / f"seed{seed}" / s
-            _copy_workspace(base_dir, sws, [f"acquire.strategy={s}", f"loop.rounds={plan.rounds}"])
-            run_loop(sws, run, log=_quiet)
-            rows += _rows(s, seed, sws, pool_size)
-            for r in rows[-(plan.rounds + 1):]:
-                log(f"  {s:>16} seed {seed} round {r['round']}: {r['labeled']} labeled, mIoU {r['mIoU'] * 100:.2f}")
+        for method in dict.fromkeys(a.method or cfg.train.method for a in arms):
+            base_dir = out / f"seed{seed}" / f"base-{method}"
+            mcfg = copy.deepcopy(scfg)
+            mcfg.train.method = method
+            _fresh_workspace(base_dir, mcfg, data_root)
+            with Workspace(base_dir) as ws:
+                pool_size = ws.count("pool")
+                log(f"seed {seed}: pool {pool_size}, evaluation {ws.count('val')}; training round 0 with {method} "
+                    f"({ws.count('pool', 'labeled')} labeled)")
+            run_loop(base_dir, run, log=_quiet)  # loop.rounds = 0: round 0's model, shared by the method's arms
+        for a in arms:
+            method = a.method or cfg.train.method
+            aws = out / f"seed{seed}" / a.name
+            _copy_workspace(out / f"seed{seed}" / f"base-{method}", aws,
+                            [f"acquire.strategy={a.strategy}", f"loop.rounds={plan.rounds}",
+                             f"loop.pre_annotate={str(a.pre_annotate).lower()}"])
+            t0 = time.time()
+            run_loop(aws, run, log=_quiet)
+            mine = _rows(a, seed, aws, pool_size)
+            rows += mine
+            log(f"  {a.name:>10} seed {seed}: " + ", ".join(f"{r['labeled']}: {r['mIoU'] * 100:.1f}"
+                                                            for r in mine) +
+                f" (labeled: mIoU %); effort {mine[-1]['pixels_corrected'] / 1e3:.0f}k px; "
+                f"{(time.time() - t0) / 60:.1f} min")
     full_miou = None
     if plan.full:
         fcfg = copy.deepcopy(cfg)
         fcfg.pool.initial_labeled, fcfg.loop.rounds, fcfg.train.method = 0, 0, "supervised"
+        if plan.full_overrides:
+            from .config import from_dict
+            fcfg = from_dict(fcfg.to_dict(), source=cfg.source, overrides=plan.full_overrides)
         log("training once on every pool label (the fully supervised reference)")
         _fresh_workspace(out / "full", fcfg, data_root)
         run_loop(out / "full", run, log=_quiet)
@@ -183,22 +311,24 @@ def simulate(cfg, plan: SimulationPlan, out: str | Path, data_root: Path, log=pr
             full_miou = fws.round_info(0)["metrics"]["mIoU"]
     summary = summarize(rows, full_miou, pool_size)
     machine = _machine()
-    title = (f"{cfg.dataset.name}: init {plan.init}, +{plan.budget}/round, {plan.seeds} seed(s)"
-             + (f", profile {plan.profile}" if plan.profile else "") + f" - {machine}")
-    result = {"dataset": cfg.dataset.name, "plan": plan.__dict__, "machine": machine, "pool_size": pool_size,
-              "method": cfg.train.method, "backbone": cfg.model.backbone, "max_iters": cfg.train.max_iters,
-              "image_scale": cfg.train.image_scale, "full_mIoU": full_miou, "summary": summary, "rows": rows,
-              "seconds": time.time() - started}
+    title = (f"{cfg.dataset.name}: init {plan.init}, +{plan.budget}/round, {plan.rounds} rounds, {plan.seeds} "
+             f"seed(s)" + (f", profile {plan.profile}" if plan.profile else "") + f" - {machine}")
+    result = {"dataset": cfg.dataset.name, "plan": {**asdict(plan), "arms": [asdict(a) for a in arms]},
+              "machine": machine, "torch": torch.__version__, "pool_size": pool_size, "method": cfg.train.method,
+              "backbone": cfg.model.backbone, "decoder": getattr(cfg.model, "decoder", None),
+              "max_iters": cfg.train.max_iters, "image_scale": cfg.train.image_scale, "full_mIoU": full_miou,
+              "summary": summary, "rows": rows, "seconds": time.time() - started}
     (out / "results.json").write_text(json.dumps(result, indent=2))
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
         classes = cfg.dataset.classes
-        w.writerow(["strategy", "seed", "round", "labeled", "labeled_share", "mIoU", "pixels_corrected",
-                    "regions_corrected"] + [f"iou_{c}" for c in classes])
+        w.writerow(["arm", "strategy", "method", "seed", "round", "labeled", "labeled_share", "mIoU",
+                    "pixels_corrected", "regions_corrected", "scratch_pixels"] + [f"iou_{c}" for c in classes])
         for r in rows:
             per = r["per_class_iou"] or {}
-            w.writerow([r["strategy"], r["seed"], r["round"], r["labeled"], f"{r['labeled_share']:.4f}",
-                        f"{r['mIoU']:.4f}", r["pixels_corrected"], r["regions_corrected"]] +
+            w.writerow([r["arm"], r["strategy"], r["method"], r["seed"], r["round"], r["labeled"],
+                        f"{r['labeled_share']:.4f}", f"{r['mIoU']:.4f}", r["pixels_corrected"],
+                        r["regions_corrected"], r["scratch_pixels"]] +
                        ["" if per.get(c) is None else f"{per[c]:.4f}" for c in classes])
     plot(rows, full_miou, out / "learning_curve.png", title)
     text = summary_markdown(summary, full_miou, title, time.time() - started)
@@ -207,18 +337,34 @@ def simulate(cfg, plan: SimulationPlan, out: str | Path, data_root: Path, log=pr
     return result
 
 
+def _pm(mean, std, fmt="{:.1f}") -> str:
+    return "-" if mean is None else (fmt.format(mean) + (f" ± {fmt.format(std)}" if std else ""))
+
+
 def summary_markdown(summary: list[dict], full_miou: float | None, title: str, seconds: float) -> str:
-    headers = ["strategy", "AUC mIoU", "+/-", "vs random", "final mIoU", "best mIoU <=10% labels",
-               "% of full <=10%", "pixels corrected"]
-    rows = [[s["strategy"], s["auc"], s["auc_std"], s["auc_vs_random"], s["final_mIoU"], s["best_mIoU_at_10pct"],
-             None if "share_of_full_at_10pct" not in s else s["share_of_full_at_10pct"] * 100,
-             int(s["pixels_corrected"])] for s in summary]
-    full = f"fully supervised mIoU: {full_miou * 100:.2f}\n" if full_miou else ""
-    return (f"{title}\n{full}wall time {seconds / 60:.1f} min\n\n" + table(headers, rows) + "\n")
+    headers = ["arm", "final mIoU %", "AUC (mIoU vs images)", "vs random", "effort (px changed)",
+               "AUC (mIoU vs effort)"]
+    if full_miou:
+        headers += [f"effort to {TARGET_SHARE:.0%} of full", "images to it"]
+    rows = []
+    for s in summary:
+        row = [s["arm"], _pm(s["final_mIoU"], s["final_mIoU_std"]), _pm(s["auc"], s["auc_std"]),
+               None if s["auc_vs_random"] is None else f"{s['auc_vs_random']:+.1f}",
+               f"{s['pixels_corrected'] / 1e3:.0f}k", _pm(s["effort_auc"], s["effort_auc_std"])]
+        if full_miou:
+            reached = s.get("seeds_reaching_target", 0)
+            e = s.get("effort_to_target")
+            row += [("-" if e is None else f"{e / 1e3:.0f}k ± {s['effort_to_target_std'] / 1e3:.0f}k") +
+                    (f" ({reached}/{s['seeds']} seeds)" if reached < s["seeds"] else ""),
+                    "-" if s.get("images_to_target") is None else f"{s['images_to_target']:.0f}"]
+        rows.append(row)
+    upto = summary[0].get("effort_auc_upto_pixels") if summary else None
+    full = f"fully supervised mIoU: {full_miou * 100:.1f}\n" if full_miou else ""
+    note = f"AUC against effort: mean mIoU over 0..{upto / 1e3:.0f}k pixels of effort\n" if upto else ""
+    return (f"{title}\n{full}{note}wall time {seconds / 60:.1f} min\n\n" + table(headers, rows) + "\n")
 
 
 def _machine() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} (CUDA)"
-    import os
     return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores"

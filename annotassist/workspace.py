@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .config import Config, config_diff, dump_config, from_dict, load_config
-from .data.layouts import Sample
+from .data.layouts import Sample, read_source_mask
 from .data.masks import IGNORE, class_histogram, read_mask, write_mask
 from .errors import DataError, Problem, WorkspaceError
 
@@ -196,11 +197,23 @@ class SyncReport:
     changed: list[str] = None  # names whose image content changed since the last init
     disappeared: list[str] = None  # names no longer found in the source
     problems: list[Problem] = None
+    restored: list[str] = None  # ground-truth mask files that were lost from masks/ and rewritten from the dataset
+    lost: list[Problem] = None  # mask files lost from masks/ that only a backup brings back
 
     def __post_init__(self):
         self.changed = self.changed or []
         self.disappeared = self.disappeared or []
         self.problems = self.problems or []
+        self.restored = self.restored or []
+        self.lost = self.lost or []
+
+
+@dataclass
+class LostMask:
+    """A mask version whose file is gone from the workspace's masks/ (deleted by hand, an incomplete copy)."""
+    mask: "MaskRecord"
+    image_name: str
+    is_label: bool  # the image's current label: training and export need it
 
 
 def _row_image(r: sqlite3.Row) -> ImageRecord:
@@ -217,25 +230,57 @@ def _row_mask(r: sqlite3.Row, root: Path) -> MaskRecord:
 class Workspace:
     """Open an existing workspace; `Workspace.create` makes a new one."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, write: bool = True):
+        """`write=False` (status, report, export) also opens a read-only workspace; `self.readonly` says so."""
         self.root = Path(path)
         db = self.root / "pool.sqlite"
+        if self.root.exists() and not self.root.is_dir():
+            raise WorkspaceError(f"--workspace {self.root} is a file, not a workspace folder; pass the folder "
+                                 "that holds pool.sqlite")
         if not db.is_file():
             raise WorkspaceError(f"{self.root}: no workspace here (no pool.sqlite); create one with "
                                  f"'annotassist init --config CONFIG --workspace {self.root}'")
-        self.db = self._connect(db)
-        version = self._meta("schema_version")
-        if version is None or int(version) != SCHEMA_VERSION:
-            raise WorkspaceError(f"{db}: schema version {version}, this annotassist reads {SCHEMA_VERSION}")
-        self._migrate()
-        self.config = load_config(self.root / "config.yaml")
-        self.data_root = Path(self._meta("data_root") or ".")
+        self.readonly = not _writable(self.root, db)
+        if self.readonly and write:
+            from .lock import read_only_message
+            raise WorkspaceError(read_only_message(self.root))
+        self._key = os.path.realpath(db)
+        with _OPENING:
+            # checked before SQLite sees it (it would turn an empty file into a new database), and only while
+            # this process has no connection to it: closing our own descriptor of the file would drop that
+            # connection's POSIX locks (sqlite.org/howtocorrupt.html, 2.2); the editor opens per request
+            if not _open_here.get(self._key):
+                check_database_file(db)
+            try:
+                self.db = _connect_readonly(db) if self.readonly else self._connect(db)
+            except sqlite3.DatabaseError as e:
+                raise WorkspaceError(damaged_message(db, e)) from None
+            _open_here[self._key] = _open_here.get(self._key, 0) + 1
+        try:
+            version = self._meta("schema_version")
+            if version is None or int(version) != SCHEMA_VERSION:
+                raise WorkspaceError(f"{db}: schema version {version}, this annotassist reads {SCHEMA_VERSION}")
+            self._migrate()
+            self.config = load_config(self.root / "config.yaml")
+            self.data_root = Path(self._meta("data_root") or ".")
+        except sqlite3.DatabaseError as e:
+            self.close()
+            raise WorkspaceError(damaged_message(db, e)) from None
+        except BaseException:
+            self.close()
+            raise
 
     def _migrate(self) -> None:
         """Older workspaces of the same schema version gain what was added since (tables, columns)."""
-        if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'loop_steps'").fetchone() is None:
-            self.db.executescript(SCHEMA)
+        tables = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'loop_steps'").fetchone() is not None
         columns = {r["name"] for r in self.db.execute("PRAGMA table_info(rounds)")}
+        if tables and "config" in columns:
+            return
+        if self.readonly:
+            raise WorkspaceError(f"{self.root} was made by an older annotassist and needs a small upgrade, but it "
+                                 "is read-only; run 'annotassist status' on it once where it is writable")
+        if not tables:
+            self.db.executescript(SCHEMA)
         if "config" not in columns:
             self.db.execute("ALTER TABLE rounds ADD COLUMN config TEXT")
 
@@ -244,10 +289,14 @@ class Workspace:
     @staticmethod
     def _connect(db: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(db, isolation_level=None, timeout=30.0)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     @classmethod
@@ -275,7 +324,11 @@ class Workspace:
         return ws
 
     def close(self) -> None:
-        self.db.close()
+        with _OPENING:
+            if self.db is not None:
+                self.db.close()
+                self.db = None
+                _open_here[self._key] -= 1
 
     def __enter__(self):
         return self
@@ -291,6 +344,19 @@ class Workspace:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         with _transaction(self.db):
             yield self.db
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: every query inside sees the pool as of the first one, whatever a writer (a running
+        loop, the editor) commits meanwhile. Mask files are never overwritten, so the rows' files stay valid."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN DEFERRED")
+        try:
+            yield
+        finally:
+            self.db.execute("ROLLBACK")  # nothing was written
 
     def log_event(self, kind: str, detail: dict | None = None) -> None:
         self.db.execute("INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)",
@@ -482,6 +548,23 @@ class Workspace:
             args.append(kind)
         return [_row_mask(r, self.root) for r in self.db.execute(sql + " ORDER BY id", args)]
 
+    def lost_masks(self) -> list[LostMask]:
+        """Mask versions whose file is missing from masks/ (one stat per version)."""
+        rows = self.db.execute(
+            "SELECT m.*, i.name AS image_name, m.id = (SELECT MAX(l.id) FROM masks l WHERE l.image_id = m.image_id "
+            "AND l.kind IN ('ground_truth', 'human')) AS is_label FROM masks m JOIN images i ON i.id = m.image_id "
+            "ORDER BY m.id").fetchall()
+        return [LostMask(_row_mask(r, self.root), r["image_name"], bool(r["is_label"])) for r in rows
+                if not (self.root / r["path"]).is_file()]
+
+    def restore_mask_file(self, lost: LostMask, mask: np.ndarray) -> None:
+        """Write a lost version's file again from the same content (its stored class pixels must match): the
+        file is absent, so nothing is overwritten and the pool's rows do not change."""
+        if class_histogram(mask, self.config.num_classes).tolist() != lost.mask.class_pixels:
+            raise DataError(f"{lost.mask.source}: differs from the mask stored for {lost.image_name} when it was "
+                            "imported; restore the workspace's copy from a backup")
+        write_mask(mask, lost.mask.path, self.config.palette())
+
     def label_mask(self, image_id: int) -> MaskRecord | None:
         """The image's current label: the newest ground_truth or human version (pseudo masks never count)."""
         row = self.db.execute("SELECT * FROM masks WHERE image_id = ? AND kind IN ('ground_truth', 'human') "
@@ -500,8 +583,7 @@ class Workspace:
         if rec.source_mask_path is None:
             raise WorkspaceError(f"image {rec.name} has no mask in the source data: the simulated annotator "
                                  "needs a dataset with masks for every pool image")
-        return read_mask(rec.source_mask_path, self.config.num_classes, self.config.dataset.ignore_index,
-                         self.config.palette())
+        return read_source_mask(rec.source_mask_path, self.config)
 
     def samples(self, split: str = "pool", state: str | None = None) -> list[Sample]:
         """Image paths with their current label path (None for images without one), for datasets."""
@@ -734,6 +816,68 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
     else:
         conn.execute("COMMIT")
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+_OPENING = threading.Lock()
+_open_here: dict[str, int] = {}  # pool.sqlite (real path) -> connections this process has open to it
+
+
+def check_database_file(db: Path) -> None:
+    """Refuse an empty, foreign or truncated pool.sqlite with a message, leaving the file as it is."""
+    try:
+        size = db.stat().st_size
+        with open(db, "rb") as f:
+            head = f.read(100)
+    except OSError as e:
+        raise WorkspaceError(f"{db} cannot be read ({e.strerror}); fix its permissions") from None
+    fix = (f"restore {db} from a backup (the file was left as it is), or start a new workspace with "
+           "'annotassist init --workspace NEW'")
+    if size == 0:
+        raise WorkspaceError(f"{db} is empty (0 bytes): the pool was lost, e.g. by an interrupted copy; {fix}")
+    if not head.startswith(SQLITE_MAGIC) or len(head) < 100:
+        raise WorkspaceError(f"{db} is not a SQLite database (damaged or replaced, {size} bytes); {fix}")
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(head[28:32], "big")
+    # the header's page count, when valid, is what the file holds; not while a -wal has content, since a
+    # checkpoint writes page 1 (with the new count) before the pages that extend the file
+    try:
+        settled = db.with_name(db.name + "-wal").stat().st_size == 0
+    except OSError:
+        settled = True
+    if settled and head[92:96] == head[24:28] and size < pages * page_size:
+        raise WorkspaceError(f"{db} is truncated ({size} of {pages * page_size} bytes); {fix}")
+
+
+def damaged_message(db: Path, e: Exception) -> str:
+    return (f"{db} is damaged ({e}); restore it from a backup, or start a new workspace with 'annotassist init "
+            "--workspace NEW'")
+
+
+def _writable(root: Path, db: Path) -> bool:
+    """Can this process change the pool? (SQLite needs the folder too, for its -wal and -shm files.) os.access
+    sees a read-only mount as well as file modes."""
+    return os.access(root, os.W_OK | os.X_OK) and os.access(db, os.W_OK)
+
+
+def _connect_readonly(db: Path) -> sqlite3.Connection:
+    """A read-only workspace: SQLite reads a WAL database there only when its -shm file exists or can be
+    made; otherwise, with no WAL content left to merge, the file alone is the whole pool (immutable)."""
+    uri = db.resolve().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        conn.close()
+        wal = db.with_name(db.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise WorkspaceError(f"{db.parent} is read-only and {wal.name} holds changes not yet merged into "
+                                 "the pool; open it once where it is writable (any 'annotassist status' there "
+                                 "merges them)") from None
+        conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    return conn
 
 
 def _check_state(state: str) -> None:

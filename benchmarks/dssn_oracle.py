@@ -46,7 +46,7 @@ def views_with_truth(self, s, prefix):
             f"{prefix}_truth": truth[0].long()}
 
 
-def oracle_teacher(teacher, batch, cfg, ctx):
+def oracle_teacher(teacher, batch, cfg, ctx, dist_align=None):
     labels, keeps, valids = [], [], []
     for box in (batch["box1"].bool(), batch["box2"].bool()):
         truth = torch.where(box, batch["mix_truth"], batch["u_truth"])
@@ -57,7 +57,7 @@ def oracle_teacher(teacher, batch, cfg, ctx):
     return dssn.StrongTargets(tuple(labels), tuple(keeps), tuple(valids), torch.ones(1))
 
 
-def oracle_student(pred_w, batch, cfg):
+def oracle_student(pred_w, batch, cfg, dist_align=None):
     valid = batch["u_truth"] != IGNORE
     return torch.where(valid, batch["u_truth"], 0), valid
 

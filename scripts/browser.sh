@@ -8,4 +8,6 @@ if [ ! -x /usr/bin/chromium ]; then
   $SUDO apt-get update -q >/dev/null
   $SUDO apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core >/dev/null
 fi
-/usr/bin/chromium --version
+# the binary itself: Debian's /usr/bin/chromium launcher script trips over its own memory check when asked
+# for --version on some machines ("[: ...: unexpected operator")
+/usr/lib/chromium/chromium --version 2>/dev/null || dpkg-query -W -f='Chromium ${Version}\n' chromium

@@ -101,6 +101,32 @@ def camvid_ws(tmp_path_factory):
     ws.close()
 
 
+def make_thin_set(root: Path, n: int = 60, masked: int = 30, size: int = 160, seed: int = 0) -> Path:
+    """A grayscale two-class set with thin structures (vessel-like curves 2-3 px wide on a textured
+    background), laid out as root/images/*.png and root/masks/*.png; masks are single-channel 0/255 (how
+    binary masks are usually saved), only the first `masked` images have one."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for i in range(n):
+        background = rng.normal(110, 18, (size, size)) + 25 * np.sin(xx / rng.uniform(9, 30) + rng.uniform(0, 6))
+        vessel = np.zeros((size, size), bool)
+        for _ in range(rng.integers(2, 5)):
+            # a smooth random curve: a sinusoid across the image at a random angle, 2-3 px wide
+            angle, phase = rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi)
+            amp, period, width = rng.uniform(6, 25), rng.uniform(40, 120), rng.uniform(1.0, 1.6)
+            cy, cx = rng.uniform(0.2, 0.8, 2) * size  # the curve passes through a point inside the image
+            u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
+            v = -(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)
+            vessel |= np.abs(v - amp * np.sin(2 * np.pi * u / period + phase)) < width
+        image = np.where(vessel, background * 0.35 + 20, background)
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8), mode="L").save(root / "images" / f"{i:03d}.png")
+        if i < masked:
+            Image.fromarray((vessel * 255).astype(np.uint8), mode="L").save(root / "masks" / f"{i:03d}.png")
+    return root
+
+
 # -- a real Label Studio server, one per session, for tests/test_labelstudio*.py --------------------------------
 
 @pytest.fixture(scope="session")

@@ -159,7 +159,7 @@ def test_short_simulate_run(synth_dir, tmp_path):
     summary = {s["strategy"]: s for s in result["summary"]}
     assert set(summary) == {"random", "dssn"} and summary["random"]["auc_vs_random"] == 0.0
     assert "share_of_full_at_10pct" in summary["dssn"]
-    assert "AUC mIoU" in (out / "summary.md").read_text()
+    assert "AUC (mIoU vs effort)" in (out / "summary.md").read_text()
     # the two strategies labeled different images in their own workspaces
     a = Workspace(out / "seed0" / "random")
     b = Workspace(out / "seed0" / "dssn")

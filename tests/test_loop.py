@@ -139,7 +139,10 @@ def test_full_disk_gives_a_clear_error_and_keeps_the_last_round(uninterrupted, t
     with Workspace(ws) as w:
         assert w.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     after = snapshot(ws)
-    assert after["rounds"] == before["rounds"] and after["masks"] == before["masks"]
+    assert after["rounds"] == before["rounds"]
+    # nothing stored before was lost or rewritten (corrections of the queued images, each one transaction, may
+    # have come in before the disk filled up: the finished loop queued them, so the rerun pulls them first)
+    assert all(after["masks"][name][:len(ms)] == ms for name, ms in before["masks"].items())
     # with space again, the same command finishes the round
     r = loop(ws, rounds=3)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -63,7 +63,8 @@ def test_a_round_resumed_with_other_training_settings_is_refused_then_restarted(
     r = tiny_loop(ws, "--rounds", "0", "--set", "train.crop_size=40", "--restart-round")
     assert r.returncode == 0, r.stderr[-2000:]
     with Workspace(ws) as w:
-        assert w.round_info(0)["status"] == "trained"
+        # trained again from its start, then (the loop ends with the next queue ready) scored and selected
+        assert w.round_info(0)["status"] == "selected"
         assert w.round_config(0).to_dict() == w.config.to_dict() and w.config.train.crop_size == 40
         # every logged step of the finished round ran at the new crop: it started over, nothing was mixed
         assert (w.round_dir(0) / "log.jsonl").is_file()
@@ -111,7 +112,7 @@ def test_torchrun_processes_train_with_the_stored_config(tmp_path):
     r = run("loop", "--project", ws, "--rounds", "1", "--gpus", "2", "--device", "cpu", "--set", "train.lr=0.02")
     assert r.returncode == 0, r.stderr[-3000:]
     with Workspace(ws) as w:
-        assert [x["status"] for x in w.rounds()] == ["selected", "trained"]
+        assert [x["status"] for x in w.rounds()] == ["selected", "selected"]  # the next queue is ready
         assert w.round_config(1).train.lr == 0.02 and w.round_config(1).to_dict() == w.config.to_dict()
         saved = torch.load(w.round_dir(1) / "model.pt", map_location="cpu", weights_only=False)
         assert saved["config"] == w.config.to_dict()

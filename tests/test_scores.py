@@ -170,8 +170,24 @@ def test_dssn_strategy_combines_both_scores():
     assert STRATEGIES["dssn"](Candidates([1, 2, 3], scores, {}, []), 1, only_ca)[0][0] == 1
 
 
+def test_dssn_cost_weighs_gain_against_the_expected_correction_cost():
+    scores = {1: {"class_aware": 0.9, "region_relevance": 0.9, "expected_cost": 0.40},  # most gain, dearest
+              2: {"class_aware": 0.8, "region_relevance": 0.8, "expected_cost": 0.05},  # nearly as useful, cheap
+              3: {"class_aware": 0.1, "region_relevance": 0.1, "expected_cost": 0.01}}  # cheap, useless
+    c = Candidates([1, 2, 3], scores, {}, [])
+    assert STRATEGIES["dssn"](c, 1, cfg("acquire.diversity=0.0"))[0][0] == 1
+    assert STRATEGIES["dssn_cost"](c, 1, cfg("acquire.diversity=0.0"))[0][0] == 2
+    assert STRATEGIES["dssn_cost"](c, 1, cfg("acquire.diversity=0.0", "acquire.cost_weight=0.0"))[0][0] == 1
+
+
+def test_expected_cost_is_the_mean_error_rate():
+    probs = torch.tensor([[[0.9, 0.6]], [[0.1, 0.4]]])  # (C=2, H=1, W=2)
+    x = ScoreInput(probs, torch.zeros(3, 1, 2), cfg(), torch.ones(2), torch.full((2,), 0.5))
+    assert SCORES["expected_cost"](x).value == pytest.approx((0.1 + 0.4) / 2)
+
+
 def test_strategy_names_resolve():
-    for name in ("random", "dssn", "entropy", "margin", "classbal", "ripu", "class_aware", "region_relevance"):
+    for name in ("random", "dssn", "dssn_cost", "expected_cost", "entropy", "margin", "classbal", "ripu", "class_aware", "region_relevance"):
         fn, needs = resolve(name)
         assert callable(fn) and needs
     from annotassist.errors import AnnotassistError

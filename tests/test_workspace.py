@@ -655,6 +655,6 @@ def test_status_text(synth_ws, synth_copy):
     text = status_text(ws)
     assert "1 pool images missing from the source" in text
     round_line = [ln for ln in text.splitlines() if ln.lstrip().startswith("0  ")]
-    assert round_line and "selected" in round_line[0] and "dssn" in round_line[0] and "0.500" in round_line[0]
+    assert round_line and "selected" in round_line[0] and "dssn" in round_line[0] and " 50.0 " in round_line[0]
     queued = [ln for ln in text.splitlines() if ln.startswith("queued")][0]
     assert queued.split()[1] == "1"

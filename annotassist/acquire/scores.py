@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.discriminator import CELL
-from ..train.dssn import class_aware_keep
+from ..pseudo_label import class_aware_keep
 
 
 @dataclass
@@ -125,6 +125,14 @@ def region_relevance(x: ScoreInput) -> ScoreResult:
         pix = unrel.repeat_interleave(CELL, 0).repeat_interleave(CELL, 1)[:h, :w].cpu().numpy()
         return ScoreResult(topk_mean(region_means(pix, x.superpixels()), k), cells)
     return ScoreResult(topk_mean(cells, k), cells)
+
+
+@register("expected_cost")
+def expected_cost(x: ScoreInput) -> ScoreResult:
+    """The share of its pixels a person is expected to change in the pre-annotation: mean (1 - p1), the
+    model's own error rate where it is calibrated. Not a gain: cost-aware strategies weigh gain against it."""
+    err = 1 - x.probs.amax(dim=0)
+    return ScoreResult(float(err.mean()), cell_mean(err))
 
 
 # -- baselines ---------------------------------------------------------------------------------------------

@@ -18,14 +18,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .. import faults
+from ..data.cache import shared_cache
 from ..data.datasets import image_loader
 from ..errors import AnnotassistError
+from ..progress import progress as progress_bar
 from ..runtime import distributed as dist_utils
-from ..runtime import precision
+from ..runtime import precision, threads
 from ..runtime.checkpoint import load_model
+from ..runtime.summary import scoring_line
 from .scores import SCORES, ScoreInput, class_weights
 
 if TYPE_CHECKING:
@@ -122,9 +124,12 @@ def score_pool(ws: Workspace, cfg, names: list[str], *, round_: int | None = Non
 
     records = to_score + to_embed
     n_score = len(to_score)
-    workers = cfg.acquire.num_workers if num_workers is None else num_workers
+    plan = threads.configure(cfg.acquire.num_workers if num_workers is None else num_workers, dev.type)
+    governor = threads.ThreadGovernor(plan, dev.type)  # fewer threads while the cores are shared
+    # images the round's training decoded in this process come from the cache
     loader = image_loader(records, cfg.train.image_scale, batch_size or cfg.acquire.batch_size, rank=dinfo.rank,
-                          world=dinfo.world_size, num_workers=workers, pin_memory=dev.type == "cuda")
+                          world=dinfo.world_size, num_workers=plan.loader_workers, pin_memory=dev.type == "cuda",
+                          cache=shared_cache(cfg.train.decode_cache_mb))
     shard_file = ws.round_dir(round_) / f"scores-rank{dinfo.rank}.jsonl"
     shard = None
     if not dinfo.is_main:
@@ -132,8 +137,10 @@ def score_pool(ws: Workspace, cfg, names: list[str], *, round_: int | None = Non
         shard = open(shard_file, "a")
     t0 = time.time()
     nan: dict[str, list[str]] = defaultdict(list)
-    bar = tqdm(total=len(loader), desc=f"scoring round {round_}", unit="batch",
-               disable=not (progress and dinfo.is_main), dynamic_ncols=True)
+    if progress and dinfo.is_main:
+        print(scoring_line(cfg, dev, round_, len(records), names))
+    bar = progress_bar(total=len(loader), desc=f"scoring round {round_}", unit="batch",
+                       disable=not (progress and dinfo.is_main))
     for nb, (index, images) in enumerate(loader):
         if limit_batches is not None and nb >= limit_batches:
             break  # stop early, as a killed process would (for tests of resuming)
@@ -167,6 +174,7 @@ def score_pool(ws: Workspace, cfg, names: list[str], *, round_: int | None = Non
                                     "embs": [(i, _encode(e)) for i, e in embs]}) + "\n")
             shard.flush()
         bar.update(1)
+        governor.tick()
         faults.point("score.batch")
     bar.close()
     if shard:

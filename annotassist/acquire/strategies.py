@@ -104,15 +104,28 @@ def random_strategy(c: Candidates, budget: int, cfg) -> list[tuple[int, float | 
     return topk(c, budget, "random")
 
 
-@register("dssn", needs=["class_aware", "region_relevance"])
-def dssn_strategy(c: Candidates, budget: int, cfg) -> list[tuple[int, float | None]]:
+def _dssn_gain(c: Candidates, cfg) -> np.ndarray:
     a = cfg.acquire
     ca = standardize01(np.array([_value(c, i, "class_aware") for i in c.ids]))
     rr_raw = np.array([_value(c, i, "region_relevance") for i in c.ids])
     # without a discriminator every region score is NaN: fall back to class-aware alone
     rr = standardize01(rr_raw) if not np.isnan(rr_raw).all() else ca
-    base = a.alpha * ca + (1 - a.alpha) * rr
-    return greedy_diverse(c.ids, base, c.embeddings, c.labeled_ids, budget, a.diversity)
+    return a.alpha * ca + (1 - a.alpha) * rr
+
+
+@register("dssn", needs=["class_aware", "region_relevance"])
+def dssn_strategy(c: Candidates, budget: int, cfg) -> list[tuple[int, float | None]]:
+    return greedy_diverse(c.ids, _dssn_gain(c, cfg), c.embeddings, c.labeled_ids, budget, cfg.acquire.diversity)
+
+
+@register("dssn_cost", needs=["class_aware", "region_relevance", "expected_cost"])
+def dssn_cost_strategy(c: Candidates, budget: int, cfg) -> list[tuple[int, float | None]]:
+    """`dssn`'s gain minus cost_weight x the standardised expected correction cost: the uncertain images
+    `dssn` prefers are the ones whose pre-annotations need the most pixels changed, so gain is weighed
+    against what a person pays for it."""
+    cost = standardize01(np.array([_value(c, i, "expected_cost") for i in c.ids]))
+    base = _dssn_gain(c, cfg) - cfg.acquire.cost_weight * cost
+    return greedy_diverse(c.ids, base, c.embeddings, c.labeled_ids, budget, cfg.acquire.diversity)
 
 
 def resolve(name: str) -> tuple[Strategy, list[str]]:

@@ -174,7 +174,7 @@ class EditorAnnotator:
 
             self.app = launch(self.ws.root, host=self.host, port=self.port, prevent_thread_lock=True, quiet=True)
             self.where = f"in the editor ({self.app.local_url})"
-            return f"correct the {len(ids)} queued images in the editor: {self.where} (saves go into the pool)"
+            return f"correct the {len(ids)} queued images in the editor: {self.app.local_url} (saves go into the pool)"
         return ""
 
     def pending(self, ids: list[int]) -> list[int]:

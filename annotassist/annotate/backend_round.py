@@ -11,11 +11,11 @@ submission at once. The next "Start training" ends that wait, whatever is still 
 trains on what is labeled by then.
 
 A child process, not a thread: the server stays responsive (Label Studio gives /health 1 s), a failing round
-cannot take it down, and SIGTERM stops training cleanly at a checkpoint. The child holds the workspace lock
-for the whole round and stops (at a checkpoint) when the server that started it goes away, even by SIGKILL;
-the server's next start continues it, because the round's start is recorded as a workspace event
-(`ml_backend_round`) that only its end clears. The Label Studio key reaches the child through the environment,
-never its command line.
+cannot take it down, and SIGTERM stops training cleanly at a checkpoint. The child writes under the workspace
+lock that `annotassist serve` holds (it joins it with the holder's token, lock.py) and stops (at a checkpoint)
+when the server that started it goes away, even by SIGKILL; the server's next start waits for it to be gone and
+continues the round, because the round's start is recorded as a workspace event (`ml_backend_round`) that only
+its end clears. The Label Studio key reaches the child through the environment, never its command line.
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import AnnotassistError, WorkspaceError
-from ..lock import WorkspaceLock
+from ..errors import AnnotassistError
+from ..lock import WorkspaceLock, child_env
 from ..workspace import Workspace
 
 EVENT = "ml_backend_round"
@@ -64,10 +64,6 @@ class RoundJob:
         with self._lock:
             if self.running():
                 return {"status": "already training", **self.status()}
-            try:  # a running loop (or train) holds the workspace: say so now rather than in the child's log
-                WorkspaceLock(self.workspace).acquire().release()
-            except WorkspaceError as e:
-                return {"status": "refused", "error": str(e)}
             with Workspace(self.workspace) as ws:
                 target = target_round(ws) if resume is None else resume
             cmd = [sys.executable, "-m", "annotassist.annotate.backend_round", "--workspace", str(self.workspace),
@@ -75,7 +71,8 @@ class RoundJob:
             cmd += ["--project", str(project)] if project is not None else []
             cmd += ["--url", url] if url else []
             cmd += ["--device", device] if device else []
-            self.proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            # the child writes under the lock `annotassist serve` holds: its token lets the child join it
+            self.proc = subprocess.Popen(cmd, env={**child_env(self.workspace), "PYTHONUNBUFFERED": "1"})
             self.target = target
             with Workspace(self.workspace) as ws, ws.transaction():  # what the next start continues
                 ws.log_event(EVENT, {"state": "started", "round": target, "project": project, "pid": self.proc.pid})
@@ -147,7 +144,7 @@ def run_round(workspace: Path, target: int, project: int | None, url: str | None
     from ..loop import RunOptions, run_step
     from .annotators import LabelStudioAnnotator
 
-    with WorkspaceLock(workspace), Workspace(workspace) as ws:
+    with WorkspaceLock(workspace, "serve"), Workspace(workspace) as ws:
         opts = RunOptions(device=device, progress=False)
         annotator = None
         try:

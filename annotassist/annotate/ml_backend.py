@@ -23,8 +23,9 @@ once and keeps it until a newer round is trained.
 
 A round is the loop's steps in a child process (annotate/backend_round.py): train (continuing an interrupted
 round from its checkpoint), score, select, push the new queue into the project with this round's predictions.
-One at a time: a second request while one runs is answered with its state, not queued. The round holds the
-workspace lock (a running `annotassist loop` makes it refuse, with the reason). If the server stops or is
+One at a time: a second request while one runs is answered with its state, not queued. `annotassist serve`
+is one of the workspace's writers: it holds the workspace lock while it runs (lock.py), so it does not start
+beside a running loop, train or pull, nor they beside it; its round joins that lock. If the server stops or is
 killed mid-round, the child stops at a checkpoint; the next start of the server continues it.
 
 Basic auth (ANNOTASSIST_AUTH=USER:PASSWORD, as Label Studio's "Basic Auth" connection option sends it) guards

@@ -16,7 +16,7 @@ Layouts:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -33,6 +33,8 @@ class Sample:
     name: str  # unique within a dataset: the image's path relative to the root, without extension
     image: Path
     mask: Path | None = None
+    # (list or split file, line) that named it, so a problem found later in its content points at the line
+    origin: tuple[str, int] | None = field(default=None, compare=False)
 
 
 def stays_inside(rel: str) -> bool:
@@ -84,18 +86,23 @@ def read_list(list_file: Path, root: Path) -> tuple[list[Sample], list[Problem]]
                                     f"{seen[name]})", "remove the duplicate line", lineno))
             continue
         seen[name] = lineno
-        samples.append(Sample(name, image, mask))
+        samples.append(Sample(name, image, mask, (str(list_file), lineno)))
     return samples, problems
 
 
-def _voc_ids(root: Path, split: str) -> list[str] | None:
+def _voc_split_file(root: Path, split: str) -> Path:
+    return root / "ImageSets" / "Segmentation" / (split if split.endswith(".txt") else f"{split}.txt")
+
+
+def _voc_ids(root: Path, split: str) -> list[tuple[str, int]] | None:
+    """(image id, line) per line of the split file; None for every image ('all')."""
     if split in ("", "all"):
         return None
-    f = root / "ImageSets" / "Segmentation" / (split if split.endswith(".txt") else f"{split}.txt")
+    f = _voc_split_file(root, split)
     if not f.is_file():
         raise DataError(f"{f}: VOC split file not found; set dataset.pool/val to a file in "
                         "ImageSets/Segmentation (e.g. train, val) or 'all'")
-    return [ln.strip().split()[0] for ln in f.read_text().splitlines() if ln.strip()]
+    return [(ln.strip().split()[0], n) for n, ln in enumerate(f.read_text().splitlines(), 1) if ln.strip()]
 
 
 def read_voc(root: Path, split: str, exclude: set[str] = frozenset()) -> tuple[list[Sample], list[Problem]]:
@@ -103,27 +110,29 @@ def read_voc(root: Path, split: str, exclude: set[str] = frozenset()) -> tuple[l
     if not images_dir.is_dir():
         raise DataError(f"{images_dir}: not found; a VOC root holds JPEGImages/ and SegmentationClass/")
     ids = _voc_ids(root, split)
+    split_file = str(_voc_split_file(root, split))
     problems = []
     if ids is None:
-        ids = sorted(p.stem for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        ids = [(stem, None) for stem in sorted(p.stem for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)]
     samples = []
-    for i in ids:
+    for i, line in ids:
         if i in exclude:
             continue
         if not stays_inside(i):
-            problems.append(Problem(str(root / "ImageSets" / "Segmentation"), f"image id {i} of split '{split}' "
-                                    "leads outside the dataset root", "use plain image ids, as VOC does"))
+            problems.append(Problem(split_file, f"image id {i} of split '{split}' leads outside the dataset root",
+                                    "use plain image ids, as VOC does", line))
             continue
         image = images_dir / f"{i}.jpg"
         if not image.is_file():
             alt = [p for p in images_dir.glob(f"{i}.*") if p.suffix.lower() in IMAGE_EXTS]
             if not alt:
-                problems.append(Problem(str(images_dir), f"image {i} of split '{split}' not found",
-                                        "restore the image or remove it from the split file"))
+                problems.append(Problem(split_file if line else str(images_dir),
+                                        f"image {i} of split '{split}' not found in {images_dir}",
+                                        "restore the image or remove it from the split file", line))
                 continue
             image = alt[0]
         mask = masks_dir / f"{i}.png"
-        samples.append(Sample(i, image, mask if mask.is_file() else None))
+        samples.append(Sample(i, image, mask if mask.is_file() else None, (split_file, line) if line else None))
     return samples, problems
 
 
@@ -178,7 +187,7 @@ def read_split(cfg: Config, root: Path, which: str) -> tuple[list[Sample], list[
     if layout == "voc":
         exclude = set()
         if which == "pool" and split in ("", "all") and d.val:
-            exclude = set(_voc_ids(root, d.val) or [])
+            exclude = {i for i, _ in _voc_ids(root, d.val) or []}
         return read_voc(root, split, exclude)
     if layout == "cityscapes":
         return read_cityscapes(root, split)
@@ -196,12 +205,19 @@ class CheckedSample:
     mask: np.ndarray | None
 
 
+def read_source_mask(path: Path, cfg: Config):
+    """A mask file of the dataset, in the dataset's own encoding (its ignore value, palette or per-class
+    values), as class ids with 255 = ignore. Masks inside a workspace or an export are plain class ids."""
+    d = cfg.dataset
+    return read_mask(path, cfg.num_classes, d.ignore_index, cfg.palette(), d.mask_values or None)
+
+
 def check_sample(sample: Sample, cfg: Config) -> CheckedSample:
     """Decode the image and its mask; raise DataError naming the file if anything is wrong."""
     w, h = image_size(sample.image)
     mask = None
     if sample.mask is not None:
-        mask = read_mask(sample.mask, cfg.num_classes, cfg.dataset.ignore_index, cfg.palette())
+        mask = read_source_mask(sample.mask, cfg)
         if mask.shape != (h, w):
             raise DataError(f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
                             f"{sample.image.name} is {w}x{h}; re-export the mask at the image's size")

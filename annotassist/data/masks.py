@@ -6,6 +6,7 @@ ignore value (CamVid: 11) is mapped to 255 when read.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -26,6 +27,12 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _too_large(path, e: Exception, what: str = "an image") -> DataError:
+    """PIL refuses a header that claims more pixels than it will decode (a damaged or hostile file)."""
+    return DataError(f"{path}: cannot be read as {what}: its header claims too many pixels ({e}); replace or "
+                     "remove the file")
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) after checking that the file decodes fully (a truncated PNG fails here, not mid-training)."""
     try:
@@ -34,34 +41,44 @@ def image_size(path: str | Path) -> tuple[int, int]:
             return im.size
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except Image.DecompressionBombError as e:
+        raise _too_large(path, e) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot be read as an image ({e}); replace or remove the file") from None
 
 
-def read_image(path: str | Path) -> Image.Image:
+def read_image(path: str | Path, data: bytes | None = None) -> Image.Image:
+    """The image as RGB; `data`, when given, is the file's content already read (decoded instead of the file)."""
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data) if data is not None else path) as im:
             return im.convert("RGB")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except Image.DecompressionBombError as e:
+        raise _too_large(path, e) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot be read as an image ({e}); replace or remove the file") from None
 
 
 def read_mask(path: str | Path, num_classes: int, ignore_index: int = IGNORE,
-              palette: list[tuple[int, int, int]] | None = None) -> np.ndarray:
+              palette: list[tuple[int, int, int]] | None = None, values: list[int] | None = None,
+              data: bytes | None = None) -> np.ndarray:
     """Read a mask file into class ids with 255 = ignore; raise DataError naming the file on anything odd.
 
-    Accepts single-channel and palette ('P') PNGs holding class ids, and RGB colour masks when a palette is
-    given (each colour must be a class colour).
+    Accepts single-channel (8 or 16 bit, grayscale included) and palette ('P') PNGs holding class ids, RGB colour
+    masks when a palette is given (each colour must be a class colour), and masks whose pixel value of class i
+    is `values[i]` (binary masks saved as 0/255; every other value is "not labeled"). `data`: the file's content
+    already read.
     """
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data) if data is not None else path) as im:
             im.load()
             mode = im.mode
             arr = np.array(im)
     except FileNotFoundError:
         raise DataError(f"{path}: mask file not found") from None
+    except Image.DecompressionBombError as e:
+        raise _too_large(path, e, "a mask image") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot be read as a mask image ({e}); replace or remove the file") from None
     if mode in ("RGB", "RGBA"):
@@ -74,6 +91,11 @@ def read_mask(path: str | Path, num_classes: int, ignore_index: int = IGNORE,
     if arr.ndim != 2:
         raise DataError(f"{path}: a mask must have one channel, this one has shape {arr.shape}")
     arr = arr.astype(np.int64)
+    if values:
+        ids = np.full(arr.shape, IGNORE, dtype=np.int64)
+        for class_id, v in enumerate(values):
+            ids[arr == v] = class_id
+        return ids.astype(np.uint8)
     if ignore_index != IGNORE:
         arr[arr == ignore_index] = IGNORE
     bad = np.unique(arr[(arr >= num_classes) & (arr != IGNORE)])

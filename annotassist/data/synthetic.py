@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from ..config import Config, voc_palette
+from ..progress import progress as progress_bar
 from .masks import atomic_save, write_mask
 
 CLASSES = ["background", "disc", "box", "triangle", "ring", "star"]
@@ -154,7 +154,8 @@ def generate(out: str | Path, num_pool: int = 300, num_val: int = 100, size: int
     palette = voc_palette(len(CLASSES))
     for split_name, split_code, n in (("train", 0, num_pool), ("val", 1, num_val)):
         lines = []
-        for i in tqdm(range(n), desc=f"synthetic {split_name}", disable=not progress, leave=False):
+        for i in progress_bar(range(n), desc=f"synthetic {split_name}", unit="image", disable=not progress,
+                              leave=False):
             img, mask = generate_sample(seed, split_code, i, size)
             rel_img, rel_mask = f"images/{split_name}/{i:05d}.png", f"masks/{split_name}/{i:05d}.png"
             atomic_save(Image.fromarray(img), out / rel_img, format="PNG")

@@ -26,15 +26,25 @@ def _rand(lo: float = 0.0, hi: float = 1.0) -> float:
     return lo + (hi - lo) * torch.rand(()).item()
 
 
-def resize_pair(image: torch.Tensor, mask: torch.Tensor | None, scale: float):
+def _scaled(t: torch.Tensor, scale: float) -> list[int]:
+    h, w = t.shape[-2:]
+    return [max(1, round(h * scale)), max(1, round(w * scale))]
+
+
+def resize_image(image: torch.Tensor, scale: float) -> torch.Tensor:
     if scale == 1.0:
-        return image, mask
-    h, w = image.shape[-2:]
-    size = [max(1, round(h * scale)), max(1, round(w * scale))]
-    image = TF.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
-    if mask is not None:
-        mask = TF.resize(mask, size, interpolation=InterpolationMode.NEAREST)
-    return image, mask
+        return image
+    return TF.resize(image, _scaled(image, scale), interpolation=InterpolationMode.BILINEAR, antialias=True)
+
+
+def resize_mask(mask: torch.Tensor, scale: float) -> torch.Tensor:
+    if scale == 1.0:
+        return mask
+    return TF.resize(mask, _scaled(mask, scale), interpolation=InterpolationMode.NEAREST)
+
+
+def resize_pair(image: torch.Tensor, mask: torch.Tensor | None, scale: float):
+    return resize_image(image, scale), (resize_mask(mask, scale) if mask is not None else None)
 
 
 def weak_view(image: torch.Tensor, mask: torch.Tensor, crop: int, scale_range: tuple[float, float]):

@@ -1,1 +1,2 @@
-"""What training, scoring and prediction share at run time: device and processes, precision, checkpoints."""
+"""What training, scoring and prediction share at run time: device and processes, threads, precision,
+checkpoints."""

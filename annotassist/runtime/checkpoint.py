@@ -21,11 +21,13 @@ from ..errors import CheckpointError
 def fingerprint(cfg) -> dict:
     """What must match for weights to be reused: classes and architecture."""
     return {"classes": list(cfg.dataset.classes), "backbone": cfg.model.backbone,
-            "output_stride": cfg.model.output_stride, "aspp_dilations": list(cfg.model.aspp_dilations)}
+            "output_stride": cfg.model.output_stride, "aspp_dilations": list(cfg.model.aspp_dilations),
+            "decoder": cfg.model.decoder}
 
 
 def check_fingerprint(saved: dict, cfg, path: str | Path) -> None:
     mine = fingerprint(cfg)
+    saved = {"decoder": "deeplabv3plus", **saved}  # checkpoints from before model.decoder had the published one
     diffs = [f"{k}: checkpoint {saved.get(k)!r} vs config {v!r}" for k, v in mine.items() if saved.get(k) != v]
     if diffs:
         raise CheckpointError(f"{path} was trained with another config and cannot be used here ("

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import torch
-from tqdm import tqdm
 
+from ..progress import progress as progress_bar
 from ..runtime.distributed import all_reduce_sum, is_main
 
 IGNORE = 255
@@ -54,16 +54,20 @@ def sliding_logits(model, image: torch.Tensor, num_classes: int, crop: int) -> t
 @torch.no_grad()
 def evaluate(model, loader, num_classes: int, device: torch.device, mode: str = "whole", crop: int = 513,
              class_names: list[str] | None = None, amp: bool = False, channels_last: bool = False,
-             progress: bool = False) -> dict:
+             progress: bool = False, tick=None) -> dict:
+    """`tick`: called after every image (the thread governor: fewer threads while the cores are shared)."""
     was_training = model.training
     model.eval()
     conf = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
-    for image, target in tqdm(loader, desc="eval", disable=not (progress and is_main()), leave=False):
+    for image, target in progress_bar(loader, desc="eval", unit="image", disable=not (progress and is_main()),
+                                      leave=False):
         image, target = image.to(device, non_blocking=True), target.to(device, non_blocking=True)
         if channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = sliding_logits(model, image, num_classes, crop) if mode == "sliding" else model(image)
         conf += confusion(logits.argmax(1), target, num_classes)
+        if tick is not None:
+            tick()
     model.train(was_training)
     return iou_from_confusion(all_reduce_sum(conf), class_names)

@@ -1,4 +1,5 @@
-"""Labeled-image criteria shared by every method: plain CE and OHEM CE (the Cityscapes recipe)."""
+"""Labeled-image criteria shared by every method: plain CE and OHEM CE (the Cityscapes recipe), optionally
+class-balanced so that a rare or thin class (a few % of the labeled pixels) is not drowned by the background."""
 from __future__ import annotations
 
 import torch
@@ -7,15 +8,27 @@ import torch.nn.functional as F
 IGNORE = 255
 
 
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float(), target, ignore_index=IGNORE)
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), target, weight=weight, ignore_index=IGNORE)
+
+
+def balanced_weights(class_pixels, power: float = 0.5) -> torch.Tensor:
+    """w_c = share_c^-power over the labeled pixels, scaled so the average labeled pixel keeps weight 1 (the
+    loss keeps its size; only the mix between classes changes). A class with no labeled pixel gets the largest
+    weight of the others (it has nothing to weigh yet)."""
+    px = torch.as_tensor(class_pixels, dtype=torch.float64)
+    share = px / px.sum().clamp_min(1)
+    w = torch.where(share > 0, share.clamp_min(1e-6) ** -power, torch.zeros_like(share))
+    w = torch.where(share > 0, w, w.max().clamp_min(1.0))
+    w = w / (share * w).sum().clamp_min(1e-12)
+    return w.float()
 
 
 def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, thresh: float = 0.7,
-                       min_kept: int = 200000) -> torch.Tensor:
+                       min_kept: int = 200000, weight: torch.Tensor | None = None) -> torch.Tensor:
     """CE over the hard pixels: those whose true-class probability is below `thresh`, at least `min_kept`."""
     logits = logits.float()
-    pixel_loss = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none").flatten()
+    pixel_loss = F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE, reduction="none").flatten()
     valid = target.flatten() != IGNORE
     n_valid = int(valid.sum())
     if n_valid == 0:
@@ -29,8 +42,12 @@ def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, thresh: float
     return pixel_loss[hard].mean() if hard.any() else pixel_loss[valid].mean()
 
 
-def labeled_criterion(cfg):
-    """The labeled loss of a TrainConfig."""
+def labeled_criterion(cfg, class_pixels=None, device=None):
+    """The labeled loss of a TrainConfig; `class_pixels` (labeled pixels per class) weighs it when
+    `class_balance` asks for it."""
+    weight = None
+    if cfg.class_balance == "balanced" and class_pixels is not None:
+        weight = balanced_weights(class_pixels, cfg.class_balance_power).to(device)
     if cfg.criterion == "ohem":
-        return lambda logits, target: ohem_cross_entropy(logits, target, cfg.ohem_thresh, cfg.ohem_min_kept)
-    return cross_entropy
+        return lambda logits, target: ohem_cross_entropy(logits, target, cfg.ohem_thresh, cfg.ohem_min_kept, weight)
+    return lambda logits, target: cross_entropy(logits, target, weight)

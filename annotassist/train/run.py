@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.layouts import read_list
-from ..data.masks import class_histogram, read_mask
+from ..data.layouts import read_list, read_source_mask
+from ..data.masks import class_histogram
 from ..errors import WorkspaceError
 from ..runtime import distributed as dist_utils
+from ..runtime.summary import training_line
 from .trainer import Trainer, TrainResult, class_coverage_warning
 
 
@@ -27,14 +28,17 @@ def train_lists(cfg, labeled_list: Path, unlabeled_list: Path | None, val_list: 
     if problems:
         raise WorkspaceError(f"{labeled_list}: {len(problems)} problem(s):\n  - " +
                              "\n  - ".join(str(p) for p in problems))
-    if len(labeled) <= 2000 and dist_utils.is_main():
+    pixels = None
+    if (len(labeled) <= 2000 and dist_utils.is_main()) or cfg.train.class_balance != "none":
         pixels = np.zeros(cfg.num_classes, dtype=np.int64)
         for s in labeled:
-            pixels += class_histogram(read_mask(s.mask, cfg.num_classes, cfg.dataset.ignore_index,
-                                                cfg.palette()), cfg.num_classes)
+            pixels += class_histogram(read_source_mask(s.mask, cfg), cfg.num_classes)
         warning = class_coverage_warning(pixels, cfg.dataset.classes)
-        if warning:
+        if warning and dist_utils.is_main():
             print(warning)
     trainer = Trainer(cfg, labeled, unlabeled, val, out, method=method, resume=resume, device=device,
-                      progress=progress)
+                      progress=progress, class_pixels=pixels)
+    if dist_utils.is_main():
+        print(training_line(cfg, trainer.device, trainer.method_name, trainer.total_iters, cfg.train.batch_size,
+                            len(labeled), len(trainer.unlabeled), what=f"training into {out}"))
     return trainer.fit(stop_after=stop_after)

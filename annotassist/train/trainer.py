@@ -1,8 +1,10 @@
 """The loop every method shares: data, SGD + poly schedule, AMP, DDP, checkpoints, evaluation, logs.
 
-A method (dssn.py, supervised.py) is a module with `NEEDS_UNLABELED`, `init_state(model, cfg)`,
-`training_step(model, extra, batch, ctx) -> StepOutput` and `after_step(model, extra, ctx)`; the trainer
-knows nothing else about it.
+A method (dssn.py, supervised.py) is a module with `NEEDS_UNLABELED`, `batch_mult(cfg)` (labeled images per
+step as a multiple of train.batch_size), `init_state(model, cfg)`, `views(cfg)` (the strong
+augmentation and CutMix probability its unlabeled views get), `training_step(model, extra, batch, ctx)
+-> StepOutput`, `after_step(model, extra, ctx)` and `result_model(model, extra, cfg)` (the network a run
+evaluates and saves); the trainer knows nothing else about it.
 
     trainer = Trainer(cfg, labeled, unlabeled, val, run_dir)
     result = trainer.fit()          # or Trainer(..., resume=True).fit() after an interruption
@@ -22,11 +24,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from ..data.cache import shared_cache
 from ..data.datasets import EvalDataset, SemiDataset
-from ..data.transforms import StrongAug
 from ..data.layouts import Sample
 from ..errors import TrainingError
 from ..models import RegionDiscriminator, build_model
+from ..runtime import threads
 from .. import faults
 from ..runtime import checkpoint as ckpt_io
 from ..runtime import distributed as dist_utils
@@ -93,7 +96,8 @@ def class_coverage_warning(class_pixels: np.ndarray, class_names: list[str]) -> 
 class Trainer:
     def __init__(self, cfg, labeled: list[Sample], unlabeled: list[Sample], val: list[Sample],
                  run_dir: str | Path, *, method: str | None = None, resume: bool = False,
-                 init_weights: str | Path | None = None, device: str | None = None, progress: bool = True):
+                 init_weights: str | Path | None = None, device: str | None = None, progress: bool = True,
+                 class_pixels=None):
         self.cfg = cfg
         self.method_name = method or cfg.train.method
         if self.method_name not in METHODS:
@@ -110,10 +114,13 @@ class Trainer:
         self.progress = progress
         self.dist = dist_utils.setup(device)
         self.device = self.dist.device
+        self.threads = threads.configure(cfg.train.num_workers, self.device.type)
+        self.governor = threads.ThreadGovernor(self.threads, self.device.type)
         self.amp = precision.bf16_enabled(cfg, self.device)
         t = cfg.train
-        # supervised sees only labeled images: twice the labeled batch, as in the published baseline
-        self.batch_size = t.batch_size * (2 if not self.method.NEEDS_UNLABELED else 1)
+        # items per step: supervised sees only labeled images, twice the labeled batch as in the published
+        # baseline; DSSN's short-schedule recipe may ask for the same labeled batch (dssn.labeled_batch_mult)
+        self.batch_size = t.batch_size * self.method.batch_mult(cfg)
 
         # the same initial weights on every rank (DDP also broadcasts them, but the EMA teacher is made here)
         torch.manual_seed(t.seed)
@@ -144,17 +151,20 @@ class Trainer:
         self.disc, self.disc_opt = None, None
         if cfg.region.enabled:
             disc = RegionDiscriminator(cfg.num_classes).to(self.device)
+            if t.channels_last:
+                disc.to(memory_format=torch.channels_last)
             self.disc = nn.parallel.DistributedDataParallel(disc) if self.dist.world_size > 1 else disc
             self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.region.lr, betas=(0.9, 0.99))
-        self.criterion = labeled_criterion(t)
+        self.criterion = labeled_criterion(t, class_pixels, self.device)
 
+        self.cache = shared_cache(t.decode_cache_mb)
+        self._cache_filled = False
         self.dataset = SemiDataset(labeled, self.unlabeled, cfg.num_classes, t.crop_size, t.scale_range,
-                                   t.image_scale, t.seed, StrongAug(tuple(cfg.dssn.color_jitter), 0.8,
-                                                                    cfg.dssn.grayscale_p, cfg.dssn.blur_p,
-                                                                    cfg.dssn.intensity_ops), cfg.dssn.cutmix_p,
+                                   t.image_scale, t.seed, *self.method.views(cfg),
                                    ignore_index=cfg.dataset.ignore_index,
                                    # an epoch is one pass over the unlabeled set, for every method alike
-                                   length=max(len(labeled), len(unlabeled)))
+                                   length=max(len(labeled), len(unlabeled)),
+                                   cache=self.cache, float_images=False)
         self.dataset.length = max(self.dataset.length, self.batch_size * self.dist.world_size)
         self.iters_per_epoch = dist_utils.batches_per_epoch(len(self.dataset), self.batch_size,
                                                             self.dist.world_size)
@@ -206,23 +216,36 @@ class Trainer:
         self.best_metrics, self.history = state["metrics"], state["history"]
         ckpt_io.set_rng_state(state["rng"])
 
+    def _result_model(self) -> nn.Module:
+        """The network a run evaluates and hands on (model.pt): the student, or what the method says."""
+        return self.method.result_model(unwrap(self.model), self.extra, self.cfg)
+
     def save_model(self, metrics: dict) -> Path:
         path = self.run_dir / "model.pt"
         if self.dist.is_main:
             ckpt_io.atomic_torch_save({
                 "fingerprint": ckpt_io.fingerprint(self.cfg), "config": self.cfg.to_dict(),
-                "method": self.method_name, "model": unwrap(self.model).state_dict(),
+                "method": self.method_name, "model": self._result_model().state_dict(),
                 "discriminator": unwrap(self.disc).state_dict() if self.disc is not None else None,
                 "metrics": metrics, "steps": self.step}, path)
         return path
 
     # -- loop --------------------------------------------------------------------------------------------
 
+    def _fill_cache(self) -> None:
+        """Decode this round's images once, in this process, before loader workers fork and share them."""
+        if self.cache is not None and not self._cache_filled:
+            masked = list(self.labeled) + list(self.val)
+            self.cache.prefill([s.image for s in masked + list(self.unlabeled)], [s.mask for s in masked],
+                               self.cfg.train.image_scale, self.cfg.num_classes, self.cfg.dataset.ignore_index)
+            self._cache_filled = True
+
     def _loader(self, epoch: int, start_batch: int) -> DataLoader:
+        self._fill_cache()
         self.dataset.set_epoch(epoch)
         sampler = dist_utils.ShardSampler(len(self.dataset), self.batch_size, self.dist.rank,
                                           self.dist.world_size, self.cfg.train.seed, epoch, start_batch)
-        workers = self.cfg.train.num_workers
+        workers = self.threads.loader_workers
         # the loader's own generator: worker seeding must not consume the global RNG (exact resume)
         return DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler, num_workers=workers,
                           pin_memory=self.device.type == "cuda", drop_last=True,
@@ -240,6 +263,8 @@ class Trainer:
         out = {}
         for k, v in batch.items():
             v = v.to(self.device, non_blocking=True)
+            if v.dtype == torch.uint8 and v.ndim == 4:  # the views travel as uint8 until here
+                v = v.float().div_(255.0)
             if self.cfg.train.channels_last and v.ndim == 4:
                 v = v.contiguous(memory_format=torch.channels_last)
             out[k] = v
@@ -276,17 +301,23 @@ class Trainer:
                                           self.cfg.num_classes, self.amp))
         self.step += 1
         log["step"] = self.step  # steps completed, as the progress bar counts them
+        self.governor.tick()  # fewer threads while other processes keep the cores busy
+        log["threads"], log["foreign_cores"] = self.governor.threads, round(self.governor.foreign, 2)
         return log
 
     def evaluate(self) -> dict:
         if not self.val:
             return {}
         t = self.cfg.train
-        ds = EvalDataset(self.val, self.cfg.num_classes, t.image_scale, self.cfg.dataset.ignore_index)
+        self._fill_cache()
+        ds = EvalDataset(self.val, self.cfg.num_classes, t.image_scale, self.cfg.dataset.ignore_index,
+                         self.cache)
         ds = Subset(ds, list(range(self.dist.rank, len(ds), self.dist.world_size)))
-        loader = DataLoader(ds, batch_size=1, num_workers=min(t.num_workers, 2))
-        return evaluate(unwrap(self.model), loader, self.cfg.num_classes, self.device, t.eval_mode, t.crop_size,
-                        self.cfg.dataset.classes, self.amp, t.channels_last, self.progress)
+        # decoded images come from the cache: a worker would only add start-up time
+        workers = 0 if self.cache is not None else min(self.threads.loader_workers, 2)
+        loader = DataLoader(ds, batch_size=1, num_workers=workers)
+        return evaluate(self._result_model(), loader, self.cfg.num_classes, self.device, t.eval_mode, t.crop_size,
+                        self.cfg.dataset.classes, self.amp, t.channels_last, self.progress, self.governor.tick)
 
     def fit(self, stop_after: int | None = None) -> TrainResult:
         """Train to `total_iters`; `stop_after` N = checkpoint and stop after N more steps (like Ctrl-C)."""
@@ -349,8 +380,9 @@ class Trainer:
         metrics = self._record_eval()
         metrics.update({"steps": self.step, "epochs": self.epoch, "method": self.method_name,
                         "seconds": elapsed, "labeled": len(self.labeled), "unlabeled": len(self.unlabeled),
-                        "images_per_s": steps_done * self.batch_size * self.dist.world_size *
-                        (2 if self.method.NEEDS_UNLABELED else 1) / max(elapsed, 1e-9)})
+                        "images_per_s": steps_done * self.dist.world_size * (
+                            self.batch_size + (t.batch_size if self.method.NEEDS_UNLABELED else 0))
+                        / max(elapsed, 1e-9)})
         self.save_checkpoint()
         model_path = self.save_model(metrics)
         if self.dist.is_main:

@@ -5,11 +5,15 @@ request (SQLite connections are per thread, and WAL lets the trainer or another 
 The browser only ever names images by workspace id, checked against the workspace; files are read from the
 paths the workspace stored. What is saved is in the pool at once; only the canvas's unsaved strokes can be
 lost, and the page names the image that has them.
+
+The editor never takes the workspace lock (annotassist/lock.py): correcting queued images while a loop waits
+for them is what `loop --annotator gradio` does. A read-only workspace is refused at start.
 """
 from __future__ import annotations
 
 import html
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,23 +175,63 @@ def build_app(workspace_path: str | Path, title: str = "annotassist editor") -> 
 
 def launch(workspace, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
            auth: str | None = None, **kwargs):
-    """Serve the editor; binds to this machine only unless `host`/`share` say otherwise."""
+    """Serve the editor; binds to this machine only unless `host`/`share` say otherwise. `auth` USER:PASSWORD,
+    else the environment's ANNOTASSIST_AUTH (see `read_auth` for the command line's options)."""
     root = workspace.root if isinstance(workspace, Workspace) else Path(workspace)
     app = build_app(root)
     creds = parse_auth(auth or os.environ.get(AUTH_ENV))
     if (share or host not in ("127.0.0.1", "localhost")) and creds is None:
-        print(f"warning: the editor is reachable from other machines without a password; pass --auth "
-              f"USER:PASS or set {AUTH_ENV}")
-    app.launch(server_name=host, server_port=port, share=share, auth=creds, **kwargs)
+        print(f"warning: the editor is reachable from other machines without a password; set {AUTH_ENV}="
+              f"USER:PASS or pass --auth-file FILE")
+    try:
+        app.launch(server_name=host, server_port=port, share=share, auth=creds, **kwargs)
+    except OSError as e:  # Gradio: "Cannot find empty port in range: 7860-7860", or a host it cannot bind
+        app.close()
+        if "empty port" in str(e):
+            which = f"port {port} on {host} is" if port else f"ports 7860-7959 on {host} are all"
+            raise AnnotassistError(f"{which} in use (another editor or program); choose a free one with --port "
+                                   "N, or stop what is using it") from None
+        raise AnnotassistError(f"cannot serve the editor on {host}:{port or 7860} ({e}); check --host and "
+                               "--port") from None
     return app
 
 
-def parse_auth(text: str | None) -> tuple[str, str] | None:
+def read_auth(auth: str | None, auth_file: str | None) -> str | None:
+    """The login from the command line's --auth-file FILE (first line USER:PASSWORD) or --auth USER:PASSWORD,
+    else None (then ANNOTASSIST_AUTH). --auth is allowed but warned about: every user of the machine sees a
+    process's arguments (ps)."""
+    if auth and auth_file:
+        raise AnnotassistError("give --auth-file or --auth, not both (prefer --auth-file, or "
+                               f"{AUTH_ENV}=USER:PASSWORD: --auth shows the password in ps)")
+    if auth:
+        print(f"warning: --auth shows the password to every user of this machine (ps); set {AUTH_ENV}=USER:PASS "
+              "or use --auth-file FILE instead", file=sys.stderr)
+        parse_auth(auth)
+        return auth
+    if not auth_file:
+        return None
+    path = Path(auth_file)
+    try:
+        lines = path.read_text().splitlines()
+        mode = path.stat().st_mode
+    except (OSError, UnicodeDecodeError) as e:
+        raise AnnotassistError(f"--auth-file {path} cannot be read ({getattr(e, 'strerror', None) or e}); write "
+                               "USER:PASSWORD on its first line") from None
+    text = lines[0].strip() if lines else ""
+    if not parse_auth(text, f"the first line of --auth-file {path}"):
+        raise AnnotassistError(f"--auth-file {path} is empty; write USER:PASSWORD on its first line")
+    if mode & 0o077:
+        print(f"warning: --auth-file {path} can be read by other users (mode {mode & 0o777:o}); chmod 600 {path}",
+              file=sys.stderr)
+    return text
+
+
+def parse_auth(text: str | None, where: str = f"--auth / {AUTH_ENV}") -> tuple[str, str] | None:
     if not text:
         return None
     user, sep, password = text.partition(":")
     if not sep or not user or not password:
-        raise AnnotassistError(f"--auth / {AUTH_ENV} must be USER:PASSWORD")
+        raise AnnotassistError(f"{where} must be USER:PASSWORD")
     return user, password
 
 

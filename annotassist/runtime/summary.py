@@ -1,0 +1,50 @@
+"""The start-up line: what is about to run, where, and how big, said once before a long step starts."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import precision
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def device_text(device: torch.device | str) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA)"
+    return f"CPU ({cores()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def weights_text(cfg, init_weights=None) -> str:
+    if init_weights:
+        return f"warm start from {init_weights}"
+    w = cfg.model.weights
+    if w == "none":
+        return "no pretrained weights"
+    if w == "imagenet":
+        source = "offline, from the efficientnet-lite0 package" if cfg.model.backbone == "efficientnet_lite0" \
+            else "torchvision's, downloaded once"
+        return f"ImageNet weights ({source})"
+    return f"weights from {w}"
+
+
+def training_line(cfg, device, method: str, steps: int, batch_size: int, labeled: int, unlabeled: int,
+                  what: str = "training", init_weights=None) -> str:
+    t = cfg.train
+    views = f"{batch_size}+{batch_size}" if unlabeled else f"{batch_size}"
+    profile = f", profile {cfg.profile}" if cfg.profile else ""
+    return (f"{what}: {method} on {device_text(device)}, {precision.describe(cfg, device)}; "
+            f"{cfg.model.backbone}, {weights_text(cfg, init_weights)}{profile}; images at {t.image_scale:g}x, "
+            f"crop {t.crop_size}, batch {views}, {steps} steps; {labeled} labeled + {unlabeled} unlabeled images")
+
+
+def scoring_line(cfg, device, round_: int, images: int, names: list[str]) -> str:
+    return (f"scoring {images} images with round {round_}'s model on {device_text(device)}, "
+            f"{precision.describe(cfg, device)}; images at {cfg.train.image_scale:g}x; scores: {', '.join(names)}")

@@ -1,0 +1,83 @@
+"""What the assistant is worth: mIoU on CamVid against the effort a person spends, for each way of working.
+
+The protocol (issue 17): pool = CamVid train (367), evaluation = CamVid val (101), 16 random images to start,
++16 per round, 4 rounds, 3 seeds; the simulated annotator returns the dataset's masks and counts what a person
+changes. Arms:
+    scratch   no assistant: random images, a supervised model, every label drawn from scratch
+    random    random images, DSSN, pre-annotations corrected
+    entropy   entropy selection, DSSN, pre-annotations corrected
+    dssn      the dssn selection (class-aware + region relevance + diversity), DSSN, pre-annotations corrected
+    full      every pool label, supervised, more steps: the ceiling
+Headline: the effort each arm needs to reach 90% of the ceiling's mIoU, and the area under mIoU against effort.
+
+On a CPU it runs the camvid config's `value` profile (small images, short warm-started rounds, so the whole
+protocol fits in about 45 minutes on 2 cores); on a GPU the config as written (published size).
+
+    python benchmarks/value_camvid.py                    # the protocol; JSON + plot in benchmarks/results/
+    python benchmarks/value_camvid.py --seeds 1 --rounds 2 --arms scratch,dssn    # a quicker look
+
+Writes benchmarks/results/value_camvid_<cpu|gpu>.json, .png and .md (the run's own folder is kept under
+--work, default /tmp/value_camvid).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from annotassist.config import load_config  # noqa: E402
+from annotassist.simulate import SimulationPlan, parse_arm, simulate  # noqa: E402
+
+ARMS = {"scratch": "scratch=random:supervised:scratch", "random": "random=random", "entropy": "entropy=entropy",
+        "dssn": "dssn=dssn"}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "camvid"))
+    ap.add_argument("--config", default=str(ROOT / "configs" / "camvid.yaml"))
+    ap.add_argument("--profile", default=None, help="default: value on CPU, none on GPU")
+    ap.add_argument("--arms", default="scratch,random,entropy,dssn", help=f"of {', '.join(ARMS)}, or NAME=SPEC")
+    ap.add_argument("--init", type=int, default=16)
+    ap.add_argument("--budget", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--no-full", action="store_true", help="skip the fully labeled reference")
+    ap.add_argument("--full-steps", type=float, default=3.0, help="the reference trains this many times longer")
+    ap.add_argument("--set", action="append", default=[], help="more config overrides")
+    ap.add_argument("--work", default="/tmp/value_camvid")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--name", default=None, help="results file stem (default: value_camvid_<cpu|gpu>)")
+    args = ap.parse_args(argv)
+    gpu = torch.cuda.is_available()
+    profile = args.profile if args.profile is not None else (None if gpu else "value")
+    cfg = load_config(args.config, profile=profile or None, overrides=args.set)
+    arms = [parse_arm(ARMS.get(a, a)) for a in args.arms.split(",")]
+    steps = cfg.train.max_iters
+    full_overrides = [f"train.max_iters={int(steps * args.full_steps)}"] if steps else []
+    plan = SimulationPlan(init=args.init, budget=args.budget, rounds=args.rounds, seeds=args.seeds,
+                          full=not args.no_full, full_overrides=full_overrides, warm_start=cfg.loop.warm_start,
+                          profile=profile or "", arms=arms)
+    work = Path(args.work)
+    if work.exists():
+        shutil.rmtree(work)
+    result = simulate(cfg, plan, work, Path(args.data))
+    stem = args.name or f"value_camvid_{'gpu' if gpu else 'cpu'}"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    shutil.copy(work / "learning_curve.png", out / f"{stem}.png")
+    shutil.copy(work / "summary.md", out / f"{stem}.md")
+    print(f"\nwrote {out / stem}.json, .png, .md ({result['seconds'] / 60:.1f} min)")
+    return result
+
+
+if __name__ == "__main__":
+    main()

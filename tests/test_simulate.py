@@ -1,0 +1,60 @@
+"""The effort benchmark's arithmetic on hand-made curves, and a short run of its arms on the tiny set."""
+from __future__ import annotations
+
+import pytest
+
+from annotassist.simulate import (Arm, SimulationPlan, effort_auc, effort_to_reach, miou_at_effort, parse_arm,
+                                  simulate, summarize)
+
+from conftest import make_config
+
+TINY = ["train.crop_size=32", "train.batch_size=2", "model.weights=none", "train.num_workers=0",
+        "train.max_iters=2", "train.eval_every=0", "acquire.num_workers=0", "acquire.batch_size=4"]
+
+
+def test_the_step_curve_of_mIoU_against_effort():
+    curve = [(0, 20.0), (100, 30.0), (250, 40.0)]  # (cumulative effort, mIoU of the model it paid for)
+    assert miou_at_effort(curve, 99) == 20.0 and miou_at_effort(curve, 100) == 30.0
+    assert miou_at_effort(curve, 10_000) == 40.0
+    assert effort_to_reach(curve, 30.0) == 100 and effort_to_reach(curve, 35) == 250
+    assert effort_to_reach(curve, 41) is None
+    # mean over 0..200: 20 for half the range, 30 for the other half
+    assert effort_auc(curve, 200, points=2001) == pytest.approx(25.0, abs=0.05)
+
+
+def test_summary_effort_to_target_and_auc_over_the_common_range():
+    def rows(arm, seed, pts):
+        return [{"arm": arm, "strategy": arm, "method": "dssn", "seed": seed, "round": k, "labeled": 10 + 10 * k,
+                 "mIoU": m / 100, "pixels_corrected": e, "regions_corrected": 0, "scratch_pixels": 4 * e}
+                for k, (e, m) in enumerate(pts)]
+    r = rows("cheap", 0, [(0, 20), (50, 40), (100, 45)]) + rows("cheap", 1, [(0, 22), (60, 38), (120, 46)]) + \
+        rows("dear", 0, [(0, 20), (400, 40), (800, 45)])
+    out = {s["arm"]: s for s in summarize(r, full_miou=0.5, pool_size=100)}
+    assert out["cheap"]["target_mIoU"] == pytest.approx(45.0)
+    # seed 0 reaches 45 at 100 px, seed 1 at 120 px
+    assert out["cheap"]["effort_to_target"] == pytest.approx(110) and out["cheap"]["seeds_reaching_target"] == 2
+    assert out["dear"]["effort_to_target"] == pytest.approx(800)
+    assert out["cheap"]["effort_auc_upto_pixels"] == 100  # the smallest total effort of any arm and seed
+    assert out["cheap"]["effort_auc"] > out["dear"]["effort_auc"] == pytest.approx(20.0)
+
+
+def test_parse_arm():
+    assert parse_arm("scratch=random:supervised:scratch") == Arm("scratch", "random", "supervised", False)
+    assert parse_arm("dssn") == Arm("dssn", "dssn", "", True)
+    assert parse_arm("ent=entropy") == Arm("ent", "entropy", "", True)
+
+
+def test_arms_on_the_tiny_set(synth_dir, tmp_path):
+    """The no-assistant arm draws every label (its effort is the from-scratch cost); an assisted arm corrects
+    pre-annotations (never more than drawing). Both start from their own method's round-0 model."""
+    cfg = make_config(TINY, initial_labeled=4)
+    plan = SimulationPlan(init=4, budget=3, rounds=1, seeds=1, arms=[parse_arm("scratch=random:supervised:scratch"),
+                                                                      parse_arm("dssn")])
+    result = simulate(cfg, plan, tmp_path / "sim", synth_dir, log=lambda *a: None)
+    rows = {(r["arm"], r["round"]): r for r in result["rows"]}
+    assert rows[("scratch", 0)]["method"] == "supervised" and rows[("dssn", 0)]["method"] == "dssn"
+    scratch, dssn = rows[("scratch", 1)], rows[("dssn", 1)]
+    assert scratch["pixels_corrected"] == scratch["scratch_pixels"] > 0
+    assert 0 < dssn["pixels_corrected"] <= dssn["scratch_pixels"]
+    assert (tmp_path / "sim" / "seed0" / "base-supervised").is_dir()
+    assert (tmp_path / "sim" / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
