@@ -15,6 +15,7 @@ protocol fits in about 45 minutes on 2 cores); on a GPU the config as written (p
 
     python benchmarks/value_camvid.py                    # the protocol; JSON + plot in benchmarks/results/
     python benchmarks/value_camvid.py --seeds 1 --rounds 2 --arms scratch,dssn    # a quicker look
+    python benchmarks/value_camvid.py --merge A.json B.json --name value_camvid_cpu   # arms run apart, one table
 
 Writes benchmarks/results/value_camvid_<cpu|gpu>.json, .png and .md (the run's own folder is kept under
 --work, default /tmp/value_camvid).
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from annotassist.config import load_config  # noqa: E402
-from annotassist.simulate import SimulationPlan, parse_arm, simulate  # noqa: E402
+from annotassist.simulate import SimulationPlan, parse_arm, plot, simulate, summarize, summary_markdown  # noqa: E402
 
 ARMS = {"scratch": "scratch=random:supervised:scratch", "random": "random=random", "entropy": "entropy=entropy",
         "dssn": "dssn=dssn"}
@@ -55,7 +56,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--work", default="/tmp/value_camvid")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--name", default=None, help="results file stem (default: value_camvid_<cpu|gpu>)")
+    ap.add_argument("--merge", nargs="+", help="instead of running: merge the rows of result files of the same "
+                    "protocol (arms run in separate calls) into one summary, plot and table")
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge([Path(p) for p in args.merge], Path(args.out), args.name or "value_camvid_merged")
     gpu = torch.cuda.is_available()
     profile = args.profile if args.profile is not None else (None if gpu else "value")
     cfg = load_config(args.config, profile=profile or None, overrides=args.set)
@@ -76,6 +81,35 @@ def main(argv: list[str] | None = None) -> dict:
     shutil.copy(work / "learning_curve.png", out / f"{stem}.png")
     shutil.copy(work / "summary.md", out / f"{stem}.md")
     print(f"\nwrote {out / stem}.json, .png, .md ({result['seconds'] / 60:.1f} min)")
+    return result
+
+
+def merge(paths: list[Path], out: Path, stem: str) -> dict:
+    """One summary over arms measured in separate calls. They must share the protocol (dataset, profile, init,
+    budget, rounds, seeds); the fully supervised reference is taken from the first file that has one."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    keys = ("dataset", "pool_size", "backbone", "decoder", "max_iters", "image_scale")
+    for p, r in zip(paths[1:], parts[1:]):
+        differ = [k for k in keys if r.get(k) != parts[0].get(k)]
+        differ += [k for k in ("init", "budget", "rounds", "seeds", "profile") if r["plan"][k] != parts[0]["plan"][k]]
+        if differ:
+            sys.exit(f"{p}: another protocol than {paths[0]} ({', '.join(differ)}); only runs of one protocol merge")
+    rows = [row for r in parts for row in r["rows"]]
+    full = next((r["full_mIoU"] for r in parts if r.get("full_mIoU")), None)
+    summary = summarize(rows, full, parts[0]["pool_size"])
+    plan = parts[0]["plan"]
+    title = (f"{parts[0]['dataset']}: init {plan['init']}, +{plan['budget']}/round, {plan['rounds']} rounds, "
+             f"{plan['seeds']} seed(s), profile {plan['profile']} - {parts[0]['machine']}")
+    seconds = sum(r["seconds"] for r in parts)
+    result = {**parts[0], "summary": summary, "rows": rows, "seconds": seconds, "full_mIoU": full,
+              "merged_from": [str(p) for p in paths],
+              "arms": [a for r in parts for a in r["plan"]["arms"]]}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    plot(rows, full, out / f"{stem}.png", title)
+    text = summary_markdown(summary, full, title, seconds)
+    (out / f"{stem}.md").write_text(text)
+    print(text + f"\nwrote {out / stem}.json, .png, .md")
     return result
 
 
