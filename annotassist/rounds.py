@@ -77,6 +77,9 @@ def train_round(ws: Workspace, *, method: str | None = None, warm_start: bool = 
     dist = dist_utils.setup(device)
     cfg = ws.config
     round_ = unfinished_round(ws)
+    # every rank reads the pool before rank 0 may start a new round in it: a rank that looked later would see
+    # that new round as unfinished, take the resume path and skip the barrier below (a deadlock)
+    dist_utils.barrier()
     resume = False
     if round_ is not None:
         started_as = ws.round_info(round_)["method"]
