@@ -110,6 +110,9 @@ class TrainConfig:
     freeze_bn: bool = False
     # DataLoader workers (capped by the cores this process has: see annotassist/runtime/threads.py)
     num_workers: int = 2
+    # on CPU, fewer torch threads while other processes keep the cores busy (up to 10x faster under load);
+    # float sums then depend on the load, so set false where a rerun or a resume must match bit for bit
+    adaptive_threads: bool = True
     # decode each image once at the working scale and keep it (uint8) for the process: up to this many MiB
     # (0 = decode every time); also used by evaluation, scoring and pre-annotation
     decode_cache_mb: int = 1024

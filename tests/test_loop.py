@@ -25,7 +25,8 @@ from conftest import REPO
 
 TINY = ["synthetic.num_pool=40", "synthetic.num_val=10", "synthetic.size=32", "train.max_iters=12",
         "train.crop_size=32", "train.batch_size=4", "model.weights=none", "pool.initial_labeled=4",
-        "train.num_workers=0", "acquire.num_workers=0", "acquire.batch_size=4", "train.eval_every=0"]
+        "train.num_workers=0", "acquire.num_workers=0", "acquire.batch_size=4", "train.eval_every=0",
+        "train.adaptive_threads=false"]  # bit-exact reruns need a thread count that does not follow the load
 
 
 def loop(ws, *extra, kill_at: str | None = None, preexec=None, rounds: int = 2):

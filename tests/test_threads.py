@@ -11,7 +11,7 @@ import pytest
 from annotassist.runtime.threads import (SPINCOUNT, ThreadGovernor, plan_threads, prepare_openmp,
                                          threads_for_load)
 
-from conftest import REPO
+from conftest import REPO, make_config
 
 
 def test_plan_from_an_affinity_set():
@@ -123,3 +123,11 @@ def test_governor_is_off_under_torchrun_and_when_the_user_set_threads(monkeypatc
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert not ThreadGovernor(plan_threads({0, 1}, 0)).enabled
     assert not ThreadGovernor(plan_threads({0, 1}, 0), device_type="cuda").enabled
+
+
+def test_governor_is_off_when_the_config_asks_for_fixed_threads():
+    """train.adaptive_threads=false: exact resumes and reruns need a thread count that never follows the load."""
+    cfg = make_config(["train.adaptive_threads=false"])
+    assert cfg.train.adaptive_threads is False
+    assert not ThreadGovernor(plan_threads({0, 1}, 0), adaptive=cfg.train.adaptive_threads).enabled
+    assert ThreadGovernor(plan_threads({0, 1}, 0), adaptive=True).enabled == ("OMP_NUM_THREADS" not in os.environ)

@@ -125,7 +125,8 @@ def score_pool(ws: Workspace, cfg, names: list[str], *, round_: int | None = Non
     records = to_score + to_embed
     n_score = len(to_score)
     plan = threads.configure(cfg.acquire.num_workers if num_workers is None else num_workers, dev.type)
-    governor = threads.ThreadGovernor(plan, dev.type)  # fewer threads while the cores are shared
+    # fewer threads while the cores are shared
+    governor = threads.ThreadGovernor(plan, dev.type, adaptive=cfg.train.adaptive_threads)
     # images the round's training decoded in this process come from the cache
     loader = image_loader(records, cfg.train.image_scale, batch_size or cfg.acquire.batch_size, rank=dinfo.rank,
                           world=dinfo.world_size, num_workers=plan.loader_workers, pin_memory=dev.type == "cuda",

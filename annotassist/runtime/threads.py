@@ -164,9 +164,11 @@ def _tree_jiffies(pid: int) -> int:
 class ThreadGovernor:
     """Every `interval` seconds (checked from `tick()`, once per training step), measure the load other
     processes put on this process's cores and set torch's thread count with `threads_for_load`. Off under
-    torchrun (the local ranks are each other's load by design), off on a GPU, off without /proc."""
+    torchrun (the local ranks are each other's load by design), off on a GPU, off without /proc, and off when
+    `adaptive` is false (train.adaptive_threads): a thread count that follows the load changes the order of
+    float sums, so a resumed or repeated run would no longer match bit for bit."""
 
-    def __init__(self, plan: ThreadPlan, device_type: str = "cpu", interval: float = 2.0):
+    def __init__(self, plan: ThreadPlan, device_type: str = "cpu", interval: float = 2.0, adaptive: bool = True):
         self.plan, self.interval = plan, interval
         self.threads = plan.torch_threads
         self.foreign = 0.0
@@ -174,7 +176,7 @@ class ThreadGovernor:
         try:
             self.cpus = os.sched_getaffinity(0)
             self.reset()
-            self.enabled = device_type == "cpu" and plan.local_processes == 1 and plan.torch_threads > 1 \
+            self.enabled = adaptive and device_type == "cpu" and plan.local_processes == 1 and plan.torch_threads > 1 \
                 and "OMP_NUM_THREADS" not in os.environ
         except (AttributeError, OSError, ValueError, IndexError):
             self.enabled = False

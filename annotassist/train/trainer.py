@@ -115,7 +115,8 @@ class Trainer:
         self.dist = dist_utils.setup(device)
         self.device = self.dist.device
         self.threads = threads.configure(cfg.train.num_workers, self.device.type)
-        self.governor = threads.ThreadGovernor(self.threads, self.device.type)
+        self.governor = threads.ThreadGovernor(self.threads, self.device.type,
+                                                adaptive=cfg.train.adaptive_threads)
         self.amp = precision.bf16_enabled(cfg, self.device)
         t = cfg.train
         # items per step: supervised sees only labeled images, twice the labeled batch as in the published
