@@ -229,6 +229,8 @@ def cmd_export(args) -> int:
         summary = export(ws, args.out, link=args.link, force=args.force)
     print(f"exported {summary['labeled_count']} labeled, {summary['unlabeled_count']} unlabeled, "
           f"{summary['val_count']} val images to {args.out}")
+    if summary.get("partial_note"):
+        print(summary["partial_note"])
     if summary["skipped"]:
         print(f"{len(summary['skipped'])} image(s) not exported:")
         for p in summary["skipped"]:
@@ -300,19 +302,20 @@ def cmd_train(args) -> int:
 @_writes
 def cmd_score(args) -> int:
     from .acquire.scoring import score_pool
-    from .acquire.strategies import resolve
     from .runtime import distributed as dist_utils
     from .workspace import Workspace
 
     names = args.scores.split(",") if args.scores else None
     try:
         with Workspace(args.workspace) as ws:
-            _apply(ws, args)
+            _apply(ws, args, [f"acquire.unit={args.unit}"] if args.unit else [])
             cfg = ws.config
+            region_names = []
             if names is None:
-                names = resolve(args.strategy or cfg.acquire.strategy)[1]
+                from .acquire.select import score_names
+                names, region_names = score_names(cfg, args.strategy)
             report = score_pool(ws, cfg, names, round_=args.round, device=args.device,
-                                batch_size=args.batch_size)
+                                batch_size=args.batch_size, region_names=region_names)
             if dist_utils.is_main():
                 print(f"round {report.round}: scored {report.scored} unlabeled images, embedded "
                       f"{report.embedded} labeled ones, {report.skipped} already done "
@@ -327,16 +330,22 @@ def cmd_score(args) -> int:
 
 @_writes
 def cmd_select(args) -> int:
-    from .acquire.select import select_next
+    from .acquire.select import select_for
     from .report import table
     from .workspace import Workspace
 
     with Workspace(args.workspace) as ws:
-        _apply(ws, args)
-        sel = select_next(ws, ws.config, args.strategy, args.budget, args.round)
+        _apply(ws, args, [f"acquire.unit={args.unit}"] if args.unit else [])
+        sel = select_for(ws, ws.config, args.strategy, args.budget, args.round)
         if sel.message:
             print(sel.message)
-        if sel.picks:
+        if sel.picks and ws.config.acquire.unit == "region":
+            names = {r.id: r.name for r in ws.images("pool", state="queued")}
+            total = sum(r.width * r.height for r in ws.images("pool"))
+            print(f"round {sel.round}, strategy {sel.strategy}: queued {sel.regions} regions in {len(sel.picks)} "
+                  f"images ({sel.pixels / max(1, total) * 100:.2f}% of the pool's pixels)")
+            print(table(["image", "regions"], [[names.get(i, i), len(r)] for i, r in sel.picks.items()]))
+        elif sel.picks:
             names = {r.id: r.name for r in ws.images("pool", state="queued")}
             print(f"round {sel.round}, strategy {sel.strategy}: queued {len(sel.picks)} images")
             print(table(["rank", "image", "score"], [[k + 1, names.get(i, i), v] for k, (i, v) in
@@ -352,7 +361,8 @@ def cmd_simulate(args) -> int:
     arms = [parse_arm(a) for a in args.arms.split(",")] if args.arms else []
     plan = SimulationPlan(strategies=args.strategies.split(","), init=args.init, budget=args.budget,
                           rounds=args.rounds, seeds=args.seeds, full=args.full, warm_start=args.warm_start,
-                          profile=args.profile or "", device=args.device, arms=arms)
+                          profile=args.profile or "", device=args.device, arms=arms, unit=args.unit,
+                          region_budget=args.region_budget)
     simulate(cfg, plan, args.out, data)
     print(f"results in {args.out}: results.csv, results.json, learning_curve.png, summary.md")
     return 0
@@ -382,8 +392,9 @@ def _resolve_project(project: str) -> tuple[Path | None, Path | None]:
 
 def _loop_overrides(args) -> list[str]:
     """The loop's options are config keys: stored with the workspace, so a rerun goes on with the same plan."""
-    keys = {"rounds": "loop.rounds", "budget": "acquire.budget", "annotator": "loop.annotator",
-            "strategy": "acquire.strategy", "target_miou": "loop.target_miou", "url": "loop.labelstudio_url"}
+    keys = {"rounds": "loop.rounds", "budget": "acquire.region_budget" if args.unit == "region" else "acquire.budget",
+            "annotator": "loop.annotator", "unit": "acquire.unit", "strategy": "acquire.strategy",
+            "target_miou": "loop.target_miou", "url": "loop.labelstudio_url"}
     out = [f"{key}={getattr(args, opt)}" for opt, key in keys.items() if getattr(args, opt) is not None]
     return out + (["loop.warm_start=false"] if args.from_scratch else [])
 
@@ -579,7 +590,11 @@ def build_parser(full_help: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--host", help="editor host (gradio annotator; default 127.0.0.1)")
     p.add_argument("--port", type=int, help="editor port (gradio annotator)")
     p.add_argument("--rounds", type=int, help="acquisition rounds in all (default: loop.rounds)")
-    p.add_argument("--budget", type=int, help="images per round (default: acquire.budget)")
+    p.add_argument("--unit", choices=["image", "region"],
+                   help="what a person labels: whole images, or the superpixel regions the model most likely got "
+                        "wrong (default: acquire.unit)")
+    p.add_argument("--budget", type=int, help="images per round (default: acquire.budget); with --unit region, "
+                                              "regions per round (acquire.region_budget)")
     p.add_argument("--strategy", help=f"selection strategy (default: acquire.strategy); "
                                        f"{_known('strategies', full_help)}")
     p.add_argument("--target-miou", type=float, help="stop once the evaluation mIoU reaches this (0..1)")
@@ -656,6 +671,8 @@ def build_parser(full_help: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--strategy", help=f"compute the scores this strategy needs (default: acquire.strategy); "
                                        f"{_known('strategies', full_help)}")
     p.add_argument("--scores", help=f"comma-separated score names instead; {_known('scores', full_help)}")
+    p.add_argument("--unit", choices=["image", "region"], help="region: also the region scores the strategy needs "
+                                                               "(default: acquire.unit)")
     p.add_argument("--round", type=int, help="score with this round's model (default: the latest)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--device")
@@ -665,7 +682,9 @@ def build_parser(full_help: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--workspace", required=True)
     _config_args(p, required=False)
     p.add_argument("--strategy", help=f"default: acquire.strategy; {_known('strategies', full_help)}")
-    p.add_argument("--budget", type=int, help="images to queue (default: acquire.budget)")
+    p.add_argument("--unit", choices=["image", "region"], help="queue whole images or regions (default: acquire.unit)")
+    p.add_argument("--budget", type=int, help="images to queue (default: acquire.budget); regions with --unit "
+                                              "region (default: acquire.region_budget)")
     p.add_argument("--round", type=int)
     p.set_defaults(func=cmd_select)
 
@@ -679,7 +698,12 @@ def build_parser(full_help: bool = False) -> argparse.ArgumentParser:
                                   "scratch=random:supervised:scratch,random=random,dssn=dssn (scratch: the person "
                                   "draws from scratch, no pre-annotation)")
     p.add_argument("--init", type=int, default=16, help="initial random labeled images")
-    p.add_argument("--budget", type=int, default=16, help="images labeled per round")
+    p.add_argument("--budget", type=int, default=16, help="images labeled per round (arms in region mode: "
+                                                          "--region-budget)")
+    p.add_argument("--unit", choices=["image", "region"], default="image",
+                   help="the unit of every arm (an arm can also say it: dssn_regions=dssn:region)")
+    p.add_argument("--region-budget", type=int, help="regions per round in region arms (default: "
+                                                     "acquire.region_budget)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--full", action="store_true", help="also train once on every pool label")

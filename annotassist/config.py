@@ -209,6 +209,18 @@ class AcquireConfig:
     # dssn_cost: how much an image's expected correction cost (mean 1 - p1: the pixels its pre-annotation is
     # expected to need changed) counts against its gain; both standardised over the candidates
     cost_weight: float = 1.0
+    # what a person is asked to label: whole images, or SLIC superpixel regions (`superpixels` per image at the
+    # working scale) of many images, chosen by the strategy's region scores (acquire/regions.py)
+    unit: Literal["image", "region"] = "image"
+    # region mode: regions asked per round; budget_share > 0 asks for that share of the pool's pixels instead
+    region_budget: int = 64
+    budget_share: float = 0.0
+    # region mode: each region already picked in an image multiplies that image's other regions' scores by
+    # (1 - region_spread), so the budget spreads over many images instead of one image's whole area
+    region_spread: float = 0.3
+    # region mode, dssn: weight of the RIPU-style impurity (predicted-class mix inside the region) beside
+    # class-aware confidence and region relevance
+    impurity_weight: float = 0.5
     batch_size: int = 8
     num_workers: int = 2
 
@@ -432,6 +444,16 @@ def _validate_semantics(cfg: Config, errors: list[str]) -> None:
         errors.append("acquire.budget must be at least 1")
     if not (0 <= cfg.acquire.alpha <= 1):
         errors.append("acquire.alpha must be in [0, 1]")
+    a = cfg.acquire
+    if a.region_budget < 1:
+        errors.append(f"acquire.region_budget must be at least 1 (regions per round), got {a.region_budget}")
+    if not (0 <= a.budget_share <= 1):
+        errors.append(f"acquire.budget_share must be in [0, 1] (a share of the pool's pixels per round; 0 = use "
+                      f"region_budget), got {a.budget_share}")
+    if not (0 <= a.region_spread < 1):
+        errors.append(f"acquire.region_spread must be in [0, 1), got {a.region_spread}")
+    if not (2 <= a.superpixels < 65535):
+        errors.append(f"acquire.superpixels must be in [2, 65535), got {a.superpixels}")
 
 
 def _error_key(message: str) -> str:

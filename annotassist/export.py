@@ -3,7 +3,9 @@
     <out>/JPEGImages/<name>.<ext>        the images (copied, or symlinked with link=True)
     <out>/SegmentationClass/<name>.png   the current label of every labeled image (255 = ignore)
     <out>/labeled.txt                    "JPEGImages/... SegmentationClass/..." per labeled pool image
-    <out>/unlabeled.txt                  "JPEGImages/..." per pool image without a label
+    <out>/unlabeled.txt                  "JPEGImages/..." per pool image without a label (with a partial one too)
+    <out>/partial.txt                    region mode: "JPEGImages/... SegmentationClass/..." per image labeled only
+                                         in the regions a person reviewed (255 everywhere else)
     <out>/val.txt                        the evaluation set, with masks
     <out>/classes.txt, export.json       class names, palette and counts
     <out>/.annotassist-export            the files this export wrote (so a later export may replace them)
@@ -32,7 +34,7 @@ from .progress import progress as progress_bar
 from .workspace import Workspace
 
 MARKER = ".annotassist-export"
-LISTS = ("labeled", "unlabeled", "val")
+LISTS = ("labeled", "unlabeled", "val", "partial")
 
 
 class ExportError(AnnotassistError):
@@ -112,6 +114,9 @@ def _plan(ws: Workspace) -> tuple[list[dict], list[Problem]]:
         label = ws.label_mask(rec.id) if which != "unlabeled" else None
         if which != "unlabeled" and label is None:
             which = "unlabeled"  # a labeled state without a label cannot happen through the workspace API
+        if which == "unlabeled" and rec.split == "pool":
+            label = ws.partial_mask(rec.id)  # region mode: the reviewed regions, 255 elsewhere
+            which = "partial" if label is not None else which
         if rec.split == "val" and label is None:
             continue
         image = f"JPEGImages/{rec.name}{rec.image_path.suffix}"
@@ -145,6 +150,7 @@ def _write(ws: Workspace, plan: list[dict], stage: Path, link: bool, progress: b
     cfg = ws.config
     palette = cfg.palette()
     lists: dict[str, list[str]] = {n: [] for n in LISTS}
+    reviewed = partial_px = 0
     for item in progress_bar(plan, desc="export", unit="image", disable=not progress, leave=False):
         rec = item["rec"]
         dst = stage / item["image"]
@@ -170,11 +176,21 @@ def _write(ws: Workspace, plan: list[dict], stage: Path, link: bool, progress: b
         write_mask(mask, stage / item["mask"], palette)
         faults.point("export.image")
         lists[item["which"]].append(f"{item['image']} {item['mask']}")
+        if item["which"] == "partial":  # still unlabeled outside what was reviewed: semi-supervised trainers use it
+            lists["unlabeled"].append(item["image"])
+            reviewed += int((mask != 255).sum())
+            partial_px += mask.size
     for name, lines in lists.items():
         (stage / f"{name}.txt").write_text("".join(line + "\n" for line in lines))
     (stage / "classes.txt").write_text("\n".join(cfg.dataset.classes) + "\n")
-    return {"classes": cfg.dataset.classes, "palette": [list(c) for c in palette], "ignore_index": 255,
-            **{f"{k}_count": len(v) for k, v in lists.items()}}
+    summary = {"classes": cfg.dataset.classes, "palette": [list(c) for c in palette], "ignore_index": 255,
+               **{f"{k}_count": len(v) for k, v in lists.items()}}
+    if lists["partial"]:
+        summary["partial_note"] = (f"{len(lists['partial'])} images are labeled only in the regions a person "
+                                   f"reviewed ({reviewed / max(1, partial_px) * 100:.1f}% of their pixels); their "
+                                   "masks in SegmentationClass/ hold 255 (ignore) everywhere else (partial.txt lists "
+                                   "them; they are in unlabeled.txt too)")
+    return summary
 
 
 def _commit(stage: Path, out: Path, written: list[str], ours: set[str]) -> None:

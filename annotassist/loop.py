@@ -86,7 +86,7 @@ def _train(ws: Workspace, opts: RunOptions) -> dict:
 
 
 def _score(ws: Workspace, round_: int, opts: RunOptions) -> dict:
-    from .acquire.strategies import resolve
+    from .acquire.select import score_names
 
     strategy = ws.config.acquire.strategy
     if opts.gpus:
@@ -94,18 +94,19 @@ def _score(ws: Workspace, round_: int, opts: RunOptions) -> dict:
         return {}
     from .acquire.scoring import score_pool
 
-    report = score_pool(ws, ws.config, resolve(strategy)[1], round_=round_, device=opts.device,
-                        progress=opts.progress)
+    names, region_names = score_names(ws.config, strategy)
+    report = score_pool(ws, ws.config, names, round_=round_, device=opts.device, progress=opts.progress,
+                        region_names=region_names)
     return {"scored": report.scored, "images_per_s": report.images_per_s}
 
 
 def _select(ws: Workspace, round_: int) -> dict:
-    from .acquire.select import select_next
+    from .acquire.select import select_for
 
     done = ws.selections(round_)
     if done:  # selected before a crash: the queue is already recorded
         return {"picked": len(done)}
-    sel = select_next(ws, ws.config, round_=round_)
+    sel = select_for(ws, ws.config, round_=round_)
     return {"picked": len(sel.picks), "message": sel.message}
 
 

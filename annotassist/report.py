@@ -43,6 +43,11 @@ def status_text(ws: Workspace) -> str:
     rows.append(["total", len(pool), pct(1.0)])
     out.append("pool")
     out.append(table(["state", "images", "share %"], rows, align="lrr"))
+    reviewed, total_px = ws.reviewed_pixels("pool")
+    partial = ws.partial_samples()
+    if partial or cfg.acquire.unit == "region":
+        out.append(f"\nregion mode: {len(partial)} images hold reviewed regions; {pct(reviewed / max(1, total_px))}% "
+                   f"of the pool's pixels are labeled or reviewed ({reviewed} of {total_px})")
     val = ws.images("val")
     out.append(f"\nevaluation set: {len(val)} images" + (f"; {missing} pool images missing from the source"
                                                             if missing else ""))
@@ -94,16 +99,27 @@ def round_rows(ws: Workspace) -> list[dict]:
         m = r["metrics"] or {}
         picked = [i for i, *_ in ws.selections(r["round"])]
         selected = len(picked) if picked or ws.step_status(r["round"], "select") == "done" else None
-        human = [h for i in picked for h in ws.masks(i, "human") if h.round == r["round"]]
-        mix = [0] * len(classes)
-        for h in human:
-            mix = [a + b for a, b in zip(mix, h.class_pixels)]
+        human, mix, regions = [], [0] * len(classes), 0
+        for i in picked:
+            versions = ws.masks(i)
+            for k, h in enumerate(versions):
+                if h.round != r["round"] or h.kind not in ("human", "partial"):
+                    continue
+                human.append(h)
+                new = h.class_pixels
+                if h.kind == "partial":  # a partial version holds every region reviewed so far: count this query's
+                    before = [v for v in versions[:k] if v.kind == "partial"]
+                    new = [a - b for a, b in zip(h.class_pixels, before[-1].class_pixels)] if before else new
+                    regions += len(ws.region_query(r["round"], i) or [])
+                mix = [a + b for a, b in zip(mix, new)]
         out.append({"round": r["round"], "status": r["status"], "labeled": r["labeled_count"],
                     "mIoU": m.get("mIoU"), "per_class_iou": m.get("per_class_iou") or {},
                     "selected": selected, "corrected": len(human) if selected is not None else None,
                     "pixels_changed": sum(h.changed_pixels or 0 for h in human),
                     "regions_changed": sum(h.changed_regions or 0 for h in human),
                     "scratch_pixels": sum(mix),
+                    "reviewed_pixels": sum(h.reviewed_pixels or 0 for h in human if h.kind == "partial"),
+                    "regions_reviewed": regions,
                     "selected_class_pixels": dict(zip(classes, mix))})
     return out
 
@@ -112,14 +128,18 @@ def rounds_table(ws: Workspace, per_class: bool = False) -> str:
     """The rounds as a person reads them: mIoU and IoU in %, effort in pixels next to the from-scratch cost."""
     rows = round_rows(ws)
     classes = ws.config.dataset.classes if per_class else []
-    headers = ["round", "labeled", "mIoU %", "selected", "corrected", "pixels changed", "regions",
-               "from scratch", "saved %"] + [f"{c} %" for c in classes]
+    region = any(r["regions_reviewed"] for r in rows)  # region mode: what was asked and looked at, too
+    headers = ["round", "labeled", "mIoU %", "selected", "corrected"] + \
+        (["regions asked", "pixels reviewed"] if region else []) + \
+        ["pixels changed", "regions", "from scratch", "saved %"] + [f"{c} %" for c in classes]
     body = []
     for r in rows:
         done = bool(r["corrected"])
         saved = pct(1 - r["pixels_changed"] / r["scratch_pixels"]) if done and r["scratch_pixels"] else None
-        body.append([r["round"], r["labeled"], pct(r["mIoU"]), r["selected"], r["corrected"],
-                     r["pixels_changed"] if done else None, r["regions_changed"] if done else None,
-                     r["scratch_pixels"] if done else None, saved]
+        body.append([r["round"], r["labeled"], pct(r["mIoU"]), r["selected"], r["corrected"]]
+                    + ([r["regions_reviewed"] if done else None, r["reviewed_pixels"] if done else None]
+                       if region else [])
+                    + [r["pixels_changed"] if done else None, r["regions_changed"] if done else None,
+                       r["scratch_pixels"] if done else None, saved]
                     + [pct(r["per_class_iou"].get(c)) for c in classes])
     return table(headers, body, align="r" * len(headers))

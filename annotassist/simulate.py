@@ -48,16 +48,20 @@ class Arm:
     strategy: str
     method: str = ""  # "" = the config's train.method
     pre_annotate: bool = True  # False: the person draws every label from scratch
+    unit: str = ""  # "" = the plan's unit; "region": the person reviews the regions the strategy picks
 
 
 def parse_arm(text: str) -> Arm:
-    """'NAME=STRATEGY[:METHOD][:scratch]' or just 'STRATEGY' (e.g. 'scratch=random:supervised:scratch')."""
+    """'NAME=STRATEGY[:METHOD][:scratch][:region]' or just 'STRATEGY' (e.g. 'scratch=random:supervised:scratch',
+    'regions=dssn:region')."""
     name, _, spec = text.partition("=")
     if not spec:
         name, spec = text, text
     parts = spec.split(":")
-    return Arm(name, parts[0], parts[1] if len(parts) > 1 and parts[1] != "scratch" else "",
-               "scratch" not in parts[1:])
+    flags = {"scratch", "region", "image"}
+    method = next((p for p in parts[1:] if p not in flags), "")
+    unit = "region" if "region" in parts[1:] else ("image" if "image" in parts[1:] else "")
+    return Arm(name, parts[0], method, "scratch" not in parts[1:], unit)
 
 
 @dataclass
@@ -74,6 +78,8 @@ class SimulationPlan:
     device: str | None = None
     progress: bool = False  # progress bars for training and scoring
     arms: list[Arm] = field(default_factory=list)
+    unit: str = "image"  # every arm's unit unless the arm says otherwise
+    region_budget: int | None = None  # regions per round in region arms (None: acquire.region_budget)
 
     def all_arms(self) -> list[Arm]:
         return self.arms or [Arm(s, s) for s in self.strategies]
@@ -103,19 +109,25 @@ def _copy_workspace(src: Path, dst: Path, overrides: list[str]) -> None:
 def _rows(arm: Arm, seed: int, ws_path: Path, pool_size: int) -> list[dict]:
     """One row per trained round, with the effort spent on the labels that round trained on (everything the
     person changed in the rounds before it) and what drawing those labels from scratch would have cost."""
-    out, pixels, regions, scratch = [], 0, 0, 0
+    out, pixels, regions, scratch, asked = [], 0, 0, 0, 0
     with Workspace(ws_path) as ws:
+        pool_px = sum(i.width * i.height for i in ws.images("pool"))
+        # the initial labeled set counts as reviewed: a person labeled it whole
+        initial = sum(ws.image(i).width * ws.image(i).height for i in
+                      {m.image_id for rec in ws.images("pool", "labeled") for m in ws.masks(rec.id, "ground_truth")})
         for r in round_rows(ws):
             info = ws.round_info(r["round"])
             out.append({"arm": arm.name, "strategy": arm.strategy, "method": info["method"], "seed": seed,
                         "round": r["round"], "labeled": r["labeled"], "labeled_share": r["labeled"] / pool_size,
                         "mIoU": r["mIoU"], "per_class_iou": r["per_class_iou"], "pixels_corrected": pixels,
-                        "regions_corrected": regions, "scratch_pixels": scratch,
+                        "regions_corrected": regions, "scratch_pixels": scratch, "regions_reviewed": asked,
+                        "reviewed_share": (initial + scratch) / max(1, pool_px), "unit": arm.unit or "image",
                         "train_seconds": (info["metrics"] or {}).get("seconds")})
             if r["corrected"]:
                 pixels += r["pixels_changed"]
                 regions += r["regions_changed"]
                 scratch += r["scratch_pixels"]
+                asked += r["regions_reviewed"]
     return out
 
 
@@ -196,7 +208,11 @@ def summarize(rows: list[dict], full_miou: float | None, pool_size: int) -> list
                "final_mIoU": float(np.mean(finals)), "final_mIoU_std": float(np.std(finals)),
                "best_mIoU_at_10pct": float(np.mean(at10)),
                "pixels_corrected": float(np.mean(pix)), "regions_corrected": float(np.mean(regions)),
-               "scratch_pixels": float(np.mean(scratch))}
+               "scratch_pixels": float(np.mean(scratch)),
+               "reviewed_share": float(np.mean([max(r["reviewed_share"] for r in mine if r["seed"] == k)
+                                                for k in seeds])),
+               "regions_reviewed": float(np.mean([max(r["regions_reviewed"] for r in mine if r["seed"] == k)
+                                                  for k in seeds]))}
         row["effort_auc"], row["effort_auc_std"] = _mean_std(e_auc)
         row["effort_auc_upto_pixels"] = upto
         if target is not None:
@@ -263,7 +279,12 @@ def simulate(cfg, plan: SimulationPlan, out: str | Path, data_root: Path, log=pr
     out.mkdir(parents=True, exist_ok=True)
     arms = plan.all_arms()
     for a in arms:
-        resolve(a.strategy)  # unknown names fail before any training
+        a.unit = a.unit or plan.unit
+        if a.unit == "region":  # unknown names fail before any training
+            from .acquire.regions import resolve_region
+            resolve_region(a.strategy)
+        else:
+            resolve(a.strategy)
     started = time.time()
     rows: list[dict] = []
     pool_size = 0
@@ -288,14 +309,16 @@ def simulate(cfg, plan: SimulationPlan, out: str | Path, data_root: Path, log=pr
             aws = out / f"seed{seed}" / a.name
             _copy_workspace(out / f"seed{seed}" / f"base-{method}", aws,
                             [f"acquire.strategy={a.strategy}", f"loop.rounds={plan.rounds}",
-                             f"loop.pre_annotate={str(a.pre_annotate).lower()}"])
+                             f"loop.pre_annotate={str(a.pre_annotate).lower()}", f"acquire.unit={a.unit}"] +
+                            ([f"acquire.region_budget={plan.region_budget}"] if plan.region_budget else []))
             t0 = time.time()
             run_loop(aws, run, log=_quiet)
             mine = _rows(a, seed, aws, pool_size)
             rows += mine
             log(f"  {a.name:>10} seed {seed}: " + ", ".join(f"{r['labeled']}: {r['mIoU'] * 100:.1f}"
                                                             for r in mine) +
-                f" (labeled: mIoU %); effort {mine[-1]['pixels_corrected'] / 1e3:.0f}k px; "
+                f" (labeled: mIoU %); effort {mine[-1]['pixels_corrected'] / 1e3:.0f}k px; reviewed "
+                f"{mine[-1]['reviewed_share'] * 100:.1f}% of the pool's pixels; "
                 f"{(time.time() - t0) / 60:.1f} min")
     full_miou = None
     if plan.full:
@@ -343,14 +366,15 @@ def _pm(mean, std, fmt="{:.1f}") -> str:
 
 def summary_markdown(summary: list[dict], full_miou: float | None, title: str, seconds: float) -> str:
     headers = ["arm", "final mIoU %", "AUC (mIoU vs images)", "vs random", "effort (px changed)",
-               "AUC (mIoU vs effort)"]
+               "AUC (mIoU vs effort)", "pool px reviewed %", "regions asked"]
     if full_miou:
         headers += [f"effort to {TARGET_SHARE:.0%} of full", "images to it"]
     rows = []
     for s in summary:
         row = [s["arm"], _pm(s["final_mIoU"], s["final_mIoU_std"]), _pm(s["auc"], s["auc_std"]),
                None if s["auc_vs_random"] is None else f"{s['auc_vs_random']:+.1f}",
-               f"{s['pixels_corrected'] / 1e3:.0f}k", _pm(s["effort_auc"], s["effort_auc_std"])]
+               f"{s['pixels_corrected'] / 1e3:.0f}k", _pm(s["effort_auc"], s["effort_auc_std"]),
+               f"{s['reviewed_share'] * 100:.1f}", f"{s['regions_reviewed']:.0f}" if s["regions_reviewed"] else "-"]
         if full_miou:
             reached = s.get("seeds_reaching_target", 0)
             e = s.get("effort_to_target")

@@ -11,7 +11,15 @@ SQLite runs in WAL mode so readers (status, the UI) never block the writer; ever
 
 Image states: unlabeled -> queued (selected for labeling) -> in_review (pushed to an annotator) -> labeled.
 Mask kinds: ground_truth (came with the data), pseudo (a model's pre-annotation), human (a person's
-correction). A label is the newest ground_truth or human version: newest wins, nothing is deleted.
+correction), partial (region mode: a person's labels inside the regions they reviewed, 255 elsewhere). A label
+is the newest ground_truth or human version: newest wins, nothing is deleted.
+
+Region mode (acquire.unit: region): each pool image's SLIC superpixels are stored once (`superpixels`), a
+round's per-region scores beside the image scores (`region_scores`), and a selection queues regions
+(`region_queries`: the image is queued as a whole, the person reviews the listed regions). A partial save
+merges the reviewed regions into the image's newest partial mask and returns the image to `unlabeled`: it
+trains as labeled data inside what was reviewed, stays in the unlabeled stream, and may be queried again for
+other regions.
 """
 from __future__ import annotations
 
@@ -21,6 +29,7 @@ import os
 import sqlite3
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -34,7 +43,7 @@ from .errors import DataError, Problem, WorkspaceError
 
 SCHEMA_VERSION = 1
 STATES = ("unlabeled", "queued", "in_review", "labeled")
-MASK_KINDS = ("ground_truth", "pseudo", "human")
+MASK_KINDS = ("ground_truth", "pseudo", "human", "partial")
 # allowed state changes; anything else is a bug or a user mistake and is refused with a clear message
 TRANSITIONS = {
     "unlabeled": {"queued", "in_review", "labeled"},
@@ -42,6 +51,22 @@ TRANSITIONS = {
     "in_review": {"queued", "unlabeled", "labeled"},
     "labeled": {"in_review"},
 }
+
+_MASKS_TABLE = """
+CREATE TABLE IF NOT EXISTS masks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    image_id INTEGER NOT NULL REFERENCES images (id),
+    kind TEXT NOT NULL CHECK (kind IN ('ground_truth', 'pseudo', 'human', 'partial')),
+    path TEXT NOT NULL,
+    round INTEGER,
+    class_pixels TEXT NOT NULL,
+    changed_pixels INTEGER,
+    changed_regions INTEGER,
+    source TEXT,
+    created_at REAL NOT NULL,
+    reviewed_pixels INTEGER
+);
+"""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -60,18 +85,7 @@ CREATE TABLE IF NOT EXISTS images (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS images_state ON images (split, state);
-CREATE TABLE IF NOT EXISTS masks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    image_id INTEGER NOT NULL REFERENCES images (id),
-    kind TEXT NOT NULL CHECK (kind IN ('ground_truth', 'pseudo', 'human')),
-    path TEXT NOT NULL,
-    round INTEGER,
-    class_pixels TEXT NOT NULL,
-    changed_pixels INTEGER,
-    changed_regions INTEGER,
-    source TEXT,
-    created_at REAL NOT NULL
-);
+""" + _MASKS_TABLE + """
 CREATE INDEX IF NOT EXISTS masks_image ON masks (image_id, kind);
 CREATE TABLE IF NOT EXISTS rounds (
     round INTEGER PRIMARY KEY,
@@ -131,6 +145,27 @@ CREATE TABLE IF NOT EXISTS loop_steps (
     finished_at REAL,
     PRIMARY KEY (round, step)
 );
+CREATE TABLE IF NOT EXISTS superpixels (
+    image_id INTEGER PRIMARY KEY REFERENCES images (id),
+    height INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS region_scores (
+    round INTEGER NOT NULL,
+    image_id INTEGER NOT NULL REFERENCES images (id),
+    name TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (round, image_id, name)
+);
+CREATE TABLE IF NOT EXISTS region_queries (
+    round INTEGER NOT NULL,
+    image_id INTEGER NOT NULL REFERENCES images (id),
+    regions TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('queued', 'done')),
+    PRIMARY KEY (round, image_id)
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -165,6 +200,15 @@ class MaskRecord:
     changed_pixels: int | None
     changed_regions: int | None
     source: str | None
+    reviewed_pixels: int | None = None  # partial masks: the pixels inside the regions the person reviewed
+
+
+@dataclass
+class PartialSave:
+    mask_id: int
+    reviewed_pixels: int  # pixels inside the queried regions
+    regions: int  # regions the person reviewed (one click each in the editor's fast path)
+    outside_pixels: int  # labels handed back outside the queried regions: not stored, reported
 
 
 @dataclass
@@ -224,7 +268,8 @@ def _row_image(r: sqlite3.Row) -> ImageRecord:
 
 def _row_mask(r: sqlite3.Row, root: Path) -> MaskRecord:
     return MaskRecord(r["id"], r["image_id"], r["kind"], root / r["path"], r["round"],
-                      json.loads(r["class_pixels"]), r["changed_pixels"], r["changed_regions"], r["source"])
+                      json.loads(r["class_pixels"]), r["changed_pixels"], r["changed_regions"], r["source"],
+                      r["reviewed_pixels"])
 
 
 class Workspace:
@@ -271,18 +316,31 @@ class Workspace:
             raise
 
     def _migrate(self) -> None:
-        """Older workspaces of the same schema version gain what was added since (tables, columns)."""
-        tables = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'loop_steps'").fetchone() is not None
+        """Older workspaces of the same schema version gain what was added since (tables, columns, the
+        `partial` mask kind)."""
+        names = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         columns = {r["name"] for r in self.db.execute("PRAGMA table_info(rounds)")}
-        if tables and "config" in columns:
+        mask_columns = {r["name"] for r in self.db.execute("PRAGMA table_info(masks)")}
+        if {"loop_steps", "region_queries"} <= names and "config" in columns and "reviewed_pixels" in mask_columns:
             return
         if self.readonly:
             raise WorkspaceError(f"{self.root} was made by an older annotassist and needs a small upgrade, but it "
                                  "is read-only; run 'annotassist status' on it once where it is writable")
-        if not tables:
-            self.db.executescript(SCHEMA)
-        if "config" not in columns:
-            self.db.execute("ALTER TABLE rounds ADD COLUMN config TEXT")
+        with self.transaction() as db:
+            if "reviewed_pixels" not in mask_columns:
+                # the kind CHECK gains 'partial': SQLite cannot alter a CHECK, so the table is copied (nothing
+                # references masks, and the copy is one transaction with the rename)
+                db.execute("ALTER TABLE masks RENAME TO masks_old")
+                db.execute("DROP INDEX IF EXISTS masks_image")
+                db.execute(_MASKS_TABLE)
+                db.execute("CREATE INDEX IF NOT EXISTS masks_image ON masks (image_id, kind)")
+                db.execute("INSERT INTO masks (id, image_id, kind, path, round, class_pixels, changed_pixels, "
+                           "changed_regions, source, created_at) SELECT id, image_id, kind, path, round, class_pixels, "
+                           "changed_pixels, changed_regions, source, created_at FROM masks_old")
+                db.execute("DROP TABLE masks_old")
+            if "config" not in columns:
+                db.execute("ALTER TABLE rounds ADD COLUMN config TEXT")
+        self.db.executescript(SCHEMA)  # the tables added since (all IF NOT EXISTS)
 
     # -- set-up ------------------------------------------------------------------------------------------
 
@@ -496,12 +554,14 @@ class Workspace:
     # -- masks -------------------------------------------------------------------------------------------
 
     def _insert_mask(self, image_id: int, mask: np.ndarray, kind: str, round_: int | None, *, source: str,
-                     palette, changed_pixels: int | None = None, changed_regions: int | None = None) -> int:
+                     palette, changed_pixels: int | None = None, changed_regions: int | None = None,
+                     reviewed_pixels: int | None = None) -> int:
         hist = class_histogram(mask, self.config.num_classes).tolist()
         cur = self.db.execute(
             "INSERT INTO masks (image_id, kind, path, round, class_pixels, changed_pixels, changed_regions, "
-            "source, created_at) VALUES (?, ?, '', ?, ?, ?, ?, ?, ?)",
-            (image_id, kind, round_, json.dumps(hist), changed_pixels, changed_regions, source, time.time()))
+            "source, created_at, reviewed_pixels) VALUES (?, ?, '', ?, ?, ?, ?, ?, ?, ?)",
+            (image_id, kind, round_, json.dumps(hist), changed_pixels, changed_regions, source, time.time(),
+             reviewed_pixels))
         mask_id = cur.lastrowid
         # the id is part of the name, so a version is never overwritten
         rel = f"masks/{image_id:06d}/{mask_id:07d}-{kind}.png"
@@ -511,7 +571,7 @@ class Workspace:
 
     def add_mask(self, image_id: int, mask: np.ndarray, kind: str, round_: int | None = None, *,
                  source: str = "", mark_labeled: bool | None = None, changed_pixels: int | None = None,
-                 changed_regions: int | None = None) -> int:
+                 changed_regions: int | None = None, reviewed_pixels: int | None = None, _then=None) -> int:
         """Store a new mask version (and, for ground_truth/human masks, mark the image labeled) atomically."""
         if kind not in MASK_KINDS:
             raise WorkspaceError(f"unknown mask kind {kind!r} (one of {', '.join(MASK_KINDS)})")
@@ -532,7 +592,9 @@ class Workspace:
         with self.transaction():
             mask_id = self._insert_mask(image_id, mask.astype(np.uint8), kind, round_, source=source,
                                         palette=self.config.palette(), changed_pixels=changed_pixels,
-                                        changed_regions=changed_regions)
+                                        changed_regions=changed_regions, reviewed_pixels=reviewed_pixels)
+            if _then is not None:  # more writes that belong to the same transaction (a partial save's query)
+                _then(self.db)
             if mark_labeled and rec.state != "labeled":
                 if "labeled" not in TRANSITIONS[rec.state]:
                     raise WorkspaceError(f"image {rec.name} is {rec.state}; it cannot become labeled")
@@ -597,7 +659,16 @@ class Workspace:
                 for r in rows]
 
     def labeled_samples(self) -> list[Sample]:
-        return [s for s in self.samples("pool", "labeled") if s.mask is not None]
+        """Labeled images with their labels, then (region mode) images with reviewed regions with their
+        partial masks: 255 outside what was reviewed, so training ignores it there."""
+        return [s for s in self.samples("pool", "labeled") if s.mask is not None] + self.partial_samples()
+
+    def partial_samples(self) -> list[Sample]:
+        rows = self.db.execute(
+            "SELECT i.name, i.image_path, (SELECT m.path FROM masks m WHERE m.image_id = i.id AND m.kind = 'partial' "
+            "ORDER BY m.id DESC LIMIT 1) AS label FROM images i WHERE i.split = 'pool' AND i.missing = 0 AND "
+            "i.state != 'labeled' ORDER BY i.id").fetchall()
+        return [Sample(r["name"], Path(r["image_path"]), self.root / r["label"]) for r in rows if r["label"]]
 
     def unlabeled_samples(self) -> list[Sample]:
         return self.samples("pool", "unlabeled")
@@ -613,6 +684,14 @@ class Workspace:
             "WHERE i.split = ? AND i.state = 'labeled' AND i.missing = 0 AND m.id = ("
             " SELECT m2.id FROM masks m2 WHERE m2.image_id = i.id AND m2.kind IN ('ground_truth', 'human')"
             " ORDER BY m2.id DESC LIMIT 1)", (split,))
+        for (hist,) in rows:
+            total += np.array(json.loads(hist), dtype=np.int64)
+        # region mode: what was reviewed in images that are not labeled whole
+        rows = self.db.execute(
+            "SELECT m.class_pixels FROM masks m JOIN images i ON i.id = m.image_id "
+            "WHERE i.split = ? AND i.state != 'labeled' AND i.missing = 0 AND m.id = ("
+            " SELECT m2.id FROM masks m2 WHERE m2.image_id = i.id AND m2.kind = 'partial' ORDER BY m2.id DESC LIMIT 1)",
+            (split,))
         for (hist,) in rows:
             total += np.array(json.loads(hist), dtype=np.int64)
         return total
@@ -782,6 +861,151 @@ class Workspace:
     def selections(self, round_: int) -> list[tuple[int, int, str, float | None]]:
         return [(r["image_id"], r["rank"], r["strategy"], r["score"]) for r in self.db.execute(
             "SELECT * FROM selections WHERE round = ? ORDER BY rank", (round_,))]
+
+    # -- regions (acquire.unit: region) ------------------------------------------------------------------
+
+    def superpixels(self, image_id: int) -> np.ndarray | None:
+        """The image's stored superpixel map at the working scale (int32 region ids), or None."""
+        r = self.db.execute("SELECT height, width, data FROM superpixels WHERE image_id = ?", (image_id,)).fetchone()
+        if r is None:
+            return None
+        return np.frombuffer(zlib.decompress(r["data"]), dtype=np.uint16).reshape(r["height"], r["width"]) \
+            .astype(np.int32)
+
+    def set_superpixels(self, image_id: int, segments: np.ndarray) -> None:
+        seg = np.asarray(segments)
+        if seg.max(initial=0) >= 65535:
+            raise WorkspaceError(f"{int(seg.max()) + 1} superpixels in one image; acquire.superpixels must stay "
+                                 "below 65535")
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO superpixels VALUES (?, ?, ?, ?, ?)",
+                       (image_id, seg.shape[0], seg.shape[1], int(seg.max(initial=0)) + 1,
+                        zlib.compress(seg.astype(np.uint16).tobytes(), 6)))
+
+    def region_map_full(self, image_id: int) -> np.ndarray:
+        """The superpixel map at the image's own size (nearest-neighbour from the working scale): what a
+        person's mask is compared with."""
+        seg = self.superpixels(image_id)
+        rec = self.image(image_id)
+        if seg is None:
+            raise WorkspaceError(f"image {rec.name} has no stored regions; run 'annotassist score --unit region "
+                                 f"--workspace {self.root}'")
+        rows = (np.arange(rec.height) * seg.shape[0] // rec.height).clip(0, seg.shape[0] - 1)
+        cols = (np.arange(rec.width) * seg.shape[1] // rec.width).clip(0, seg.shape[1] - 1)
+        return seg[rows[:, None], cols[None, :]]
+
+    def region_pixels(self, image_id: int, regions: Iterable[int]) -> np.ndarray:
+        """(H, W) bool: the pixels of the listed regions, at the image's size."""
+        return np.isin(self.region_map_full(image_id), np.fromiter(regions, dtype=np.int32))
+
+    def write_region_scores(self, round_: int, rows: list[tuple[int, str, np.ndarray]]) -> None:
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO region_scores VALUES (?, ?, ?, ?)",
+                           [(round_, i, n, np.asarray(v, dtype=np.float32).tobytes()) for i, n, v in rows])
+
+    def region_scores(self, round_: int) -> dict[int, dict[str, np.ndarray]]:
+        """image id -> score name -> per-region values (NaN where a region has no pixels)."""
+        out: dict[int, dict[str, np.ndarray]] = {}
+        for r in self.db.execute("SELECT image_id, name, data FROM region_scores WHERE round = ?", (round_,)):
+            out.setdefault(r["image_id"], {})[r["name"]] = np.frombuffer(r["data"], dtype=np.float32)
+        return out
+
+    def record_region_selection(self, round_: int, picks: dict[int, list[int]], scores: dict[int, float],
+                                strategy: str) -> None:
+        """Queue the picked regions: one query per image (its regions), the image queued as a whole and
+        ranked by its best region's score, in one transaction."""
+        order = sorted(picks, key=lambda i: -scores.get(i, 0.0))
+        with self.transaction() as db:
+            for rank, image_id in enumerate(order):
+                row = db.execute("SELECT state FROM images WHERE id = ?", (image_id,)).fetchone()
+                if row is None or row["state"] != "unlabeled":
+                    raise WorkspaceError(f"image {image_id} is {row['state'] if row else 'unknown'}; only unlabeled "
+                                         "images can be queried")
+                db.execute("INSERT OR REPLACE INTO region_queries VALUES (?, ?, ?, 'queued')",
+                           (round_, image_id, json.dumps(sorted(int(x) for x in picks[image_id]))))
+                db.execute("INSERT OR REPLACE INTO selections VALUES (?, ?, ?, ?, ?)",
+                           (round_, image_id, rank, strategy, scores.get(image_id)))
+                db.execute("UPDATE images SET state = 'queued', updated_at = ? WHERE id = ?", (time.time(), image_id))
+            db.execute("UPDATE rounds SET status = 'selected' WHERE round = ?", (round_,))
+            self.log_event("select", {"round": round_, "strategy": strategy, "unit": "region", "images": len(picks),
+                                      "regions": sum(len(v) for v in picks.values())})
+
+    def region_query(self, round_: int | None, image_id: int) -> list[int] | None:
+        """The regions a round asked about in an image (of its newest query if `round_` is None), or None if
+        the image holds no region query (image mode)."""
+        sql = "SELECT regions FROM region_queries WHERE image_id = ?" + (" AND round = ?" if round_ is not None else
+                                                                        " ORDER BY round DESC LIMIT 1")
+        r = self.db.execute(sql, (image_id, round_) if round_ is not None else (image_id,)).fetchone()
+        return json.loads(r[0]) if r else None
+
+    def open_region_query(self, image_id: int) -> tuple[int, list[int]] | None:
+        """(round, regions) of the image's query still waiting for a person, or None."""
+        r = self.db.execute("SELECT round, regions FROM region_queries WHERE image_id = ? AND status = 'queued' "
+                            "ORDER BY round DESC LIMIT 1", (image_id,)).fetchone()
+        return (r[0], json.loads(r[1])) if r else None
+
+    def reviewed_regions(self, image_id: int) -> set[int]:
+        """Every region of the image a person has reviewed (answered queries, all rounds)."""
+        out: set[int] = set()
+        for (regions,) in self.db.execute("SELECT regions FROM region_queries WHERE image_id = ? AND status = "
+                                          "'done'", (image_id,)):
+            out.update(json.loads(regions))
+        return out
+
+    def partial_mask(self, image_id: int) -> MaskRecord | None:
+        row = self.db.execute("SELECT * FROM masks WHERE image_id = ? AND kind = 'partial' ORDER BY id DESC LIMIT 1",
+                              (image_id,)).fetchone()
+        return _row_mask(row, self.root) if row else None
+
+    def add_partial(self, image_id: int, labels: np.ndarray, round_: int, *, source: str = "",
+                    changed_pixels: int | None = None, changed_regions: int | None = None) -> "PartialSave":
+        """A person's answer to a region query: `labels` (the whole image as they handed it back) count only
+        inside the queried regions; they are merged into the image's newest partial mask (255 where nothing
+        was ever reviewed), stored as a new `partial` version, the query is closed and the image returns to
+        `unlabeled` (it trains on what was reviewed and may be queried again for other regions). One
+        transaction; a second save for a closed query is refused."""
+        rec = self.image(image_id)
+        query = self.region_query(round_, image_id)
+        if query is None:
+            raise WorkspaceError(f"image {rec.name} has no region query in round {round_}; save it as a whole "
+                                 "label instead")
+        row = self.db.execute("SELECT status FROM region_queries WHERE round = ? AND image_id = ?",
+                              (round_, image_id)).fetchone()
+        if row["status"] == "done":
+            raise WorkspaceError(f"the regions of image {rec.name} asked in round {round_} are already saved")
+        labels = np.asarray(labels)
+        inside = self.region_pixels(image_id, query)
+        previous = self.partial_mask(image_id)
+        merged = read_mask(previous.path, self.config.num_classes) if previous else \
+            np.full((rec.height, rec.width), IGNORE, dtype=np.uint8)
+        if labels.shape != merged.shape:
+            raise DataError(f"mask for image {rec.name} is {labels.shape[1]}x{labels.shape[0]}, the image is "
+                            f"{rec.width}x{rec.height}; masks must match their image's size")
+        before = merged.copy()
+        merged[inside] = labels[inside]
+        outside = int(((labels != before) & ~inside & (labels != IGNORE)).sum())
+        mask_id = self.add_mask(image_id, merged, "partial", round_, source=source, mark_labeled=False,
+                                changed_pixels=changed_pixels, changed_regions=changed_regions,
+                                reviewed_pixels=int(inside.sum()), _then=lambda db: self._close_query(
+                                    db, round_, image_id, rec.state))
+        return PartialSave(mask_id, int(inside.sum()), len(query), outside)
+
+    def _close_query(self, db, round_: int, image_id: int, state: str) -> None:
+        db.execute("UPDATE region_queries SET status = 'done' WHERE round = ? AND image_id = ?", (round_, image_id))
+        if state != "unlabeled":
+            db.execute("UPDATE images SET state = 'unlabeled', updated_at = ? WHERE id = ?", (time.time(), image_id))
+
+    def reviewed_pixels(self, split: str = "pool") -> tuple[int, int]:
+        """(pixels a person has labeled or reviewed, all pixels) over a split: labeled images count whole,
+        others by the regions reviewed in them."""
+        total = self.db.execute("SELECT COALESCE(SUM(width * height), 0) FROM images WHERE split = ? AND missing = 0",
+                                (split,)).fetchone()[0]
+        whole = self.db.execute("SELECT COALESCE(SUM(width * height), 0) FROM images WHERE split = ? AND missing = 0 "
+                                "AND state = 'labeled'", (split,)).fetchone()[0]
+        part = self.db.execute(
+            "SELECT COALESCE(SUM(m.reviewed_pixels), 0) FROM masks m JOIN images i ON i.id = m.image_id WHERE "
+            "m.kind = 'partial' AND i.split = ? AND i.missing = 0 AND i.state != 'labeled'", (split,)).fetchone()[0]
+        return int(whole + part), int(total)
 
     # -- annotation tools --------------------------------------------------------------------------------
 

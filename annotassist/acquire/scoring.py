@@ -59,13 +59,32 @@ def _decode(d: dict) -> np.ndarray:
     return np.frombuffer(base64.b64decode(d["data"]), dtype=np.float16).reshape(d["shape"]).astype(np.float32)
 
 
-def _pending(ws: Workspace, round_: int, names: list[str]) -> tuple[list, list, int]:
+def _encode32(a: np.ndarray) -> dict:
+    a = np.asarray(a, dtype=np.float32)
+    return {"shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode()}
+
+
+def _decode32(d: dict) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(d["data"]), dtype=np.float32).reshape(d["shape"])
+
+
+def _encode_seg(a: np.ndarray) -> dict:
+    return {"shape": list(a.shape), "data": base64.b64encode(np.asarray(a, dtype=np.uint16).tobytes()).decode()}
+
+
+def _decode_seg(d: dict) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(d["data"]), dtype=np.uint16).reshape(d["shape"]).astype(np.int32)
+
+
+def _pending(ws: Workspace, round_: int, names: list[str], region_names: list[str]) -> tuple[list, list, int]:
     """(unlabeled records to score, labeled records to embed, how many were already done)."""
     have = ws.scores(round_)
+    have_regions = ws.region_scores(round_) if region_names else {}
     emb = ws.embedded_ids(round_)
     to_score, to_embed, done = [], [], 0
     for rec in ws.images("pool", state="unlabeled"):
-        if rec.id in emb and all(n in have.get(rec.id, {}) for n in names):
+        if rec.id in emb and all(n in have.get(rec.id, {}) for n in names) and \
+                all(n in have_regions.get(rec.id, {}) for n in region_names):
             done += 1
         else:
             to_score.append(rec)
@@ -79,11 +98,16 @@ def _pending(ws: Workspace, round_: int, names: list[str]) -> tuple[list, list, 
 
 def score_pool(ws: Workspace, cfg, names: list[str], *, round_: int | None = None, device: str | None = None,
                batch_size: int | None = None, num_workers: int | None = None, progress: bool = True,
-               limit_batches: int | None = None) -> ScoringReport:
-    """Score the unlabeled pool (and embed the labeled images) with the round's model."""
-    unknown = [n for n in names if n not in SCORES]
+               limit_batches: int | None = None, region_names: list[str] = ()) -> ScoringReport:
+    """Score the unlabeled pool (and embed the labeled images) with the round's model. `region_names`
+    (region mode): region scores too, over each image's stored superpixels (made and stored when missing)."""
+    from .regions import REGION_SCORES, stored_superpixels
+
+    region_names = list(region_names)
+    unknown = [n for n in names if n not in SCORES] + [n for n in region_names if n not in REGION_SCORES]
     if unknown:
-        raise AnnotassistError(f"unknown score(s) {', '.join(unknown)} (known: {', '.join(sorted(SCORES))})")
+        raise AnnotassistError(f"unknown score(s) {', '.join(unknown)} (known: {', '.join(sorted(SCORES))}; "
+                               f"region scores: {', '.join(sorted(REGION_SCORES))})")
     if round_ is None:
         round_, model_path = ws.latest_model()
     else:
@@ -98,7 +122,7 @@ def score_pool(ws: Workspace, cfg, names: list[str], *, round_: int | None = Non
     if dinfo.is_main:
         _fold_shards(ws, round_)  # results a killed multi-process pass left behind
     dist_utils.barrier()
-    if set(names) <= MODEL_FREE:
+    if set(names) <= MODEL_FREE and not region_names:
         # nothing to run the model for (random): score every unlabeled image directly
         t0 = time.time()
         if dinfo.is_main:
@@ -108,12 +132,12 @@ def score_pool(ws: Workspace, cfg, names: list[str], *, round_: int | None = Non
             report.scored = len(recs)
         report.seconds = time.time() - t0
         return report
-    to_score, to_embed, report.skipped = _pending(ws, round_, names)
+    to_score, to_embed, report.skipped = _pending(ws, round_, names, region_names)
     dist_utils.barrier()  # every rank shards the same list: nobody writes before all have read it
     if not to_score and not to_embed:
         return report
     model, disc = load_model(model_path, cfg, dev)
-    needs_disc = "region_relevance" in names
+    needs_disc = "region_relevance" in names or "region_relevance" in region_names
     if needs_disc and disc is None:
         print("note: this model has no region-relevance discriminator (region.enabled: false); "
               "region_relevance is NaN for every image")
@@ -150,7 +174,7 @@ def score_pool(ws: Workspace, cfg, names: list[str], *, round_: int | None = Non
             logits, emb = model.predict(images)
             probs = logits.float().softmax(dim=1)
             rel = disc.reliability(probs, images)[:, 0] if (needs_disc and disc is not None) else None
-        rows, maps, embs = [], [], []
+        rows, maps, embs, region_rows, segs = [], [], [], [], []
         for j, k in enumerate(index.tolist()):
             rec = records[k]
             embs.append((rec.id, emb[j].float().cpu().numpy()))
@@ -167,12 +191,27 @@ def score_pool(ws: Workspace, cfg, names: list[str], *, round_: int | None = Non
                     nan[name].append(rec.name)
                 if res.region_map is not None:
                     maps.append((rec.id, name, res.region_map))
+            if region_names:
+                if dinfo.is_main:
+                    seg = stored_superpixels(ws, rec.id, images[j], cfg)
+                else:  # only rank 0 writes the pool: the regions travel in the shard
+                    seg = ws.superpixels(rec.id)
+                    if seg is None or seg.shape != tuple(images[j].shape[-2:]):
+                        from .regions import compute_superpixels
+                        seg = compute_superpixels(images[j], cfg)
+                        segs.append((rec.id, seg))
+                with torch.inference_mode():
+                    region_rows += [(rec.id, n, REGION_SCORES[n](x, seg)) for n in region_names]
             report.scored += 1
         if dinfo.is_main:
+            if region_rows:
+                ws.write_region_scores(round_, region_rows)  # before the image scores: those mark it done
             ws.write_scores(round_, rows, maps, embs)
         else:
             shard.write(json.dumps({"rows": rows, "maps": [(i, n, _encode(m)) for i, n, m in maps],
-                                    "embs": [(i, _encode(e)) for i, e in embs]}) + "\n")
+                                    "embs": [(i, _encode(e)) for i, e in embs],
+                                    "regions": [(i, n, _encode32(v)) for i, n, v in region_rows],
+                                    "segs": [(i, _encode_seg(g)) for i, g in segs]}) + "\n")
             shard.flush()
         bar.update(1)
         governor.tick()
@@ -196,6 +235,9 @@ def _fold_shards(ws: Workspace, round_: int) -> None:
                 d = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by a killed process: those images are rescored next time
+            for i, seg in d.get("segs", []):
+                ws.set_superpixels(i, _decode_seg(seg))
+            ws.write_region_scores(round_, [(i, n, _decode32(v)) for i, n, v in d.get("regions", [])])
             ws.write_scores(round_, [tuple(r) for r in d["rows"]],
                             [(i, n, _decode(m)) for i, n, m in d["maps"]],
                             [(i, _decode(e)) for i, e in d["embs"]])

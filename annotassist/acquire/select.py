@@ -46,3 +46,22 @@ def select_next(ws: Workspace, cfg, strategy: str | None = None, budget: int | N
     picks = fn(cand, budget, cfg)
     ws.record_selection(round_, picks, strategy)
     return Selection(round_, strategy, picks, message)
+
+
+def score_names(cfg, strategy: str | None = None) -> tuple[list[str], list[str]]:
+    """(image scores, region scores) the scoring pass must store for a strategy in the config's unit."""
+    strategy = strategy or cfg.acquire.strategy
+    if cfg.acquire.unit == "region":
+        from .regions import resolve_region
+        return [], resolve_region(strategy)[1]
+    return resolve(strategy)[1], []
+
+
+def select_for(ws: Workspace, cfg, strategy: str | None = None, budget: int | None = None,
+               round_: int | None = None):
+    """The config's unit decides: whole images (select_next) or regions (regions.select_regions); both
+    return an object with `picks` (per image) and `message`."""
+    if cfg.acquire.unit == "region":
+        from .regions import select_regions
+        return select_regions(ws, cfg, strategy, budget, round_)
+    return select_next(ws, cfg, strategy, budget, round_)

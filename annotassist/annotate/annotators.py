@@ -43,7 +43,9 @@ class SimulatedAnnotator:
         from .simulated import correct
 
         done = correct(self.ws, round_, ids)
-        return f"{len(done)} corrected ({sum(c.changed_pixels for c in done)} pixels changed)"
+        regions = sum(c.regions_reviewed for c in done)
+        where = f" in {regions} regions, {sum(c.reviewed_pixels for c in done)} pixels reviewed" if regions else ""
+        return f"{len(done)} corrected ({sum(c.changed_pixels for c in done)} pixels changed{where})"
 
     def pending(self, ids: list[int]) -> list[int]:
         return waiting(self.ws, ids)

@@ -9,6 +9,10 @@ IGNORE = 255
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean CE over the labeled pixels; 0 (not NaN) for a batch with none: in region mode a crop of a partial
+    mask may hold no reviewed pixel at all."""
+    if not (target != IGNORE).any():
+        return logits.float().sum() * 0.0
     return F.cross_entropy(logits.float(), target, weight=weight, ignore_index=IGNORE)
 
 
