@@ -209,9 +209,10 @@ def summarize(rows: list[dict], full_miou: float | None, pool_size: int) -> list
                "best_mIoU_at_10pct": float(np.mean(at10)),
                "pixels_corrected": float(np.mean(pix)), "regions_corrected": float(np.mean(regions)),
                "scratch_pixels": float(np.mean(scratch)),
-               "reviewed_share": float(np.mean([max(r["reviewed_share"] for r in mine if r["seed"] == k)
+               # rows written before region mode lack these: NaN, not a crash on an old results file
+               "reviewed_share": float(np.mean([max(r.get("reviewed_share", np.nan) for r in mine if r["seed"] == k)
                                                 for k in seeds])),
-               "regions_reviewed": float(np.mean([max(r["regions_reviewed"] for r in mine if r["seed"] == k)
+               "regions_reviewed": float(np.mean([max(r.get("regions_reviewed", 0) for r in mine if r["seed"] == k)
                                                   for k in seeds]))}
         row["effort_auc"], row["effort_auc_std"] = _mean_std(e_auc)
         row["effort_auc_upto_pixels"] = upto
