@@ -6,6 +6,11 @@ The browser only ever names images by workspace id, checked against the workspac
 paths the workspace stored. What is saved is in the pool at once; only the canvas's unsaved strokes can be
 lost, and the page names the image that has them.
 
+Region mode (an image with an open region query, see session.py): the canvas shows the queried regions
+outlined and the rest dimmed; a clickable copy beside it gives a whole region the chosen class in one click
+(strokes already on the canvas are kept: they are folded into the mask first), and Save stores only what is
+inside the regions.
+
 The editor never takes the workspace lock (annotassist/lock.py): correcting queued images while a loop waits
 for them is what `loop --annotator gradio` does. A read-only workspace is refused at start.
 """
@@ -18,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 
+from ..data.masks import IGNORE
 from ..errors import AnnotassistError
 from ..workspace import Workspace
 from . import session
@@ -34,6 +41,7 @@ class TabState:
     dirty: bool = False  # strokes on the canvas since the image was opened or saved
     armed: str = ""  # an action the person was warned about once; doing it again goes ahead
     stale: bool = False  # the last save was refused: another version was stored since opening
+    mask: np.ndarray | None = None  # region mode: the mask after region clicks (strokes drawn before them included)
 
 
 def build_app(workspace_path: str | Path, title: str = "annotassist editor") -> gr.Blocks:
@@ -44,6 +52,20 @@ def build_app(workspace_path: str | Path, title: str = "annotassist editor") -> 
     classes, palette = cfg.dataset.classes, check_palette(cfg.palette())
     brush_hex = [hex_colour(c) for c in palette] + [hex_colour(ignore_colour(palette))]
     colours = [(c, LAYER_ALPHA) for c in brush_hex]
+    outline = session.outline_colour(list(palette) + [ignore_colour(palette)])
+
+    def shown(st: TabState, scale: int = 1):
+        """The canvas's background: the mask over the photo; in region mode outlined and dimmed outside."""
+        o = st.opened
+        base = overlay(o.image, st.mask if st.mask is not None else o.start_mask, palette)
+        return base if o.region is None else session.region_view(base, o, outline, scale)
+
+    def region_preview(st: TabState):
+        o = st.opened
+        if o is None or o.region is None:
+            return gr.update(value=None, visible=False)
+        return gr.update(value=shown(st, session.preview_scale(o)), visible=True,
+                         label=f"{_region_summary(o.region)}: click one to give all of it the chosen class")
 
     def view(ws: Workspace, st: TabState, message: str = ""):
         """Every output of a navigation or save, for the tab's current image."""
@@ -55,14 +77,16 @@ def build_app(workspace_path: str | Path, title: str = "annotassist editor") -> 
             unsure, info = None, message or session.progress_text(items)
         else:
             # the pre-annotation rides on the background: Gradio 6.31 does not load layers from a value
-            editor = {"background": overlay(o.image, o.start_mask, palette), "layers": [], "composite": None}
+            editor = {"background": shown(st), "layers": [], "composite": None}
             unsure = session.heatmap(o.image, o.unsure[1]) if o.unsure else None
-            info = _info(o, ws.image(o.image_id).state)
+            info = _info(o, ws.image(o.image_id).state, ws.partial_mask(o.image_id) is not None)
             if o.image_id not in [c[1] for c in choices]:
                 choices.append((o.name, o.image_id))
+        region = o is not None and o.region is not None
         return (editor, gr.update(value=unsure, label=_unsure_label(o)), info, message, _unsaved(st),
                 session.progress_text(items), gr.update(choices=choices, value=o.image_id if o else None),
-                st, gr.update(visible=st.stale), gr.update(visible=st.stale))
+                st, gr.update(visible=st.stale and not region), gr.update(visible=st.stale),
+                region_preview(st), gr.update(visible=region))
 
     def go(st: TabState, action: str, target: int | None = None):
         st = st or TabState()
@@ -99,22 +123,48 @@ def build_app(workspace_path: str | Path, title: str = "annotassist editor") -> 
                 st.armed = "accept"
                 return view_keep(ws, st, "Accept saves the pre-annotation as it was loaded and drops your "
                                          "strokes: press Accept again to do so, or Save to keep them.")
+            base = st.mask if st.mask is not None else o.start_mask
             try:
-                mask = o.start_mask if how == "accept" else editor_value_to_mask(value, palette, o.start_mask)
+                mask = o.start_mask if how == "accept" else editor_value_to_mask(value, palette, base)
                 saved = session.save_correction(ws, o, mask, force=how == "overwrite", accepted=how == "accept")
             except AnnotassistError as e:
                 raise gr.Error(str(e)) from None
+            if saved.stale and saved.unit == "region":
+                st.stale, st.armed = True, ""
+                return view_keep(ws, st, f"**Not saved: the regions of {o.name} were already saved** (from "
+                                         "another tab or tool). Reload to go on with the image.")
             if saved.stale:
                 st.stale, st.armed = True, ""
                 return view_keep(ws, st, f"**Not saved: the mask of {o.name} changed since you opened it** "
                                          "(saved from another tab or tool). Reload to see that version, or "
                                          "Overwrite to store yours over it.")
-            done = (f"Saved {o.name} ({saved.changed_pixels} pixels in {saved.changed_regions} regions "
-                    f"changed, {saved.seconds:.0f} s).")
+            done = _saved_text(o, saved)
             items = session.work_list(ws)
             nxt = _pick(items, o.image_id, "skip", None)
             st = TabState(opened=session.open_image(ws, nxt if nxt is not None else o.image_id))
             return view(ws, st, done if nxt is not None else done + " Every queued image is corrected.")
+
+    def clicked(value, class_id, st: TabState, evt: gr.SelectData):
+        """A click on the region preview: give the whole queried region under it the chosen class."""
+        st = st or TabState()
+        o = st.opened
+        if o is None or o.region is None:
+            return gr.update(), gr.update(), "No regions to check are open.", _unsaved(st), st
+        k = session.preview_scale(o)
+        x, y = (int(v) // k for v in evt.index)
+        base = st.mask if st.mask is not None else o.start_mask
+        click = session.click_region(o, base, x, y, None if class_id is None else int(class_id))
+        if click.region is None:  # nothing changes: leave the canvas and its strokes alone
+            return gr.update(), gr.update(), click.message, _unsaved(st), st
+        try:  # strokes drawn so far become part of the mask (reloading the canvas clears its layers)
+            base = editor_value_to_mask(value, palette, base)
+        except AnnotassistError as e:
+            raise gr.Error(str(e)) from None
+        click = session.click_region(o, base, x, y, int(class_id))
+        name = "ignore" if click.mask[y, x] == IGNORE else classes[int(click.mask[y, x])]
+        st.mask, st.dirty, st.armed = click.mask, True, ""
+        editor = {"background": shown(st), "layers": [], "composite": None}
+        return editor, region_preview(st), f"{click.message} Class: {name}.", _unsaved(st), st
 
     def touched(st: TabState):
         st = st or TabState()
@@ -154,11 +204,17 @@ def build_app(workspace_path: str | Path, title: str = "annotassist editor") -> 
             with gr.Column(scale=2):
                 gr.HTML(legend_html(classes, brush_hex), js_on_load=SHORTCUTS_JS,
                         elem_id="legend")
+                region_cls = gr.Radio([(c, i) for i, c in enumerate(classes)] + [("ignore (un-label)", IGNORE)],
+                                      label="Class for a region click", visible=False, elem_id="region_class")
+                regions = gr.Image(label="Regions to check: click one to give it the chosen class", type="numpy",
+                                   interactive=False, visible=False, elem_id="regions", height=420,
+                                   buttons=["fullscreen"])
                 unsure = gr.Image(label="Where the model is unsure", interactive=False, elem_id="unsure",
                                   buttons=["fullscreen"], height=320)
                 info = gr.Markdown(elem_id="info")
 
-        outs = [editor, unsure, info, status, unsaved, progress, pick, state, overwrite_b, reload_b]
+        outs = [editor, unsure, info, status, unsaved, progress, pick, state, overwrite_b, reload_b, regions,
+                region_cls]
         app.load(lambda st: go(st, "first"), [state], outs, api_name="start")
         prev_b.click(lambda st: go(st, "previous"), [state], outs, api_name="previous")
         next_b.click(lambda st: go(st, "next"), [state], outs, api_name="next")
@@ -170,6 +226,8 @@ def build_app(workspace_path: str | Path, title: str = "annotassist editor") -> 
         overwrite_b.click(lambda v, st: store(v, st, "overwrite"), [editor, state], outs, api_name="overwrite")
         accept_b.click(lambda st: store(None, st, "accept"), [state], outs, api_name="accept")
         touched_b.click(touched, [state], [unsaved, state], api_name=False, queue=False)
+        regions.select(clicked, [editor, region_cls, state], [editor, regions, status, unsaved, state],
+                       api_name="region_click")
     return app
 
 
@@ -251,7 +309,7 @@ def _pick(items: list[session.WorkItem], current: int | None, action: str, targe
     start = 0 if action == "first" else at + 1
     for k in range(len(ids)):
         it = items[(start + k) % len(ids)]
-        if it.state != "labeled" and it.image_id != current:
+        if not it.done and it.image_id != current:
             return it.image_id
     return None
 
@@ -263,13 +321,35 @@ def _brush_size(ws: Workspace) -> int:
 
 def _item_label(it: session.WorkItem) -> str:
     rank = f"{it.rank + 1}. " if it.rank is not None else ""
-    return f"{rank}{it.name}{' ✓' if it.state == 'labeled' else ''}"
+    return f"{rank}{it.name}{' ✓' if it.done else ''}"
 
 
-def _info(o: session.Opened, state: str) -> str:
+def _info(o: session.Opened, state: str, has_partial: bool = False) -> str:
     start = {"pseudo": "the model's pre-annotation", "human": "your last saved correction",
              "ground_truth": "the dataset's label", "none": "an empty mask (no pre-annotation stored)"}
-    return f"**{o.name}** ({state}); the mask starts from {start[o.start_kind]}."
+    text = f"**{o.name}** ({state}); the mask starts from {start[o.start_kind]}."
+    if o.region is not None:
+        return (f"{text}\n\n**{_region_summary(o.region)}**, outlined; "
+                "the rest is dimmed and not stored. Choose a class and click a region to give all of it that "
+                "class; fix the rest with the brush.")
+    if has_partial and state != "labeled":
+        text += " Regions of it were checked before; saving here labels the whole image."
+    return text
+
+
+def _region_summary(q: session.RegionQuery) -> str:
+    return f"region mode: check {len(q.regions)} regions ({100 * q.share:.3g}% of the image)"
+
+
+def _saved_text(o: session.Opened, saved: session.Saved) -> str:
+    if saved.unit != "region":
+        return (f"Saved {o.name} ({saved.changed_pixels} pixels in {saved.changed_regions} regions "
+                f"changed, {saved.seconds:.0f} s).")
+    text = (f"Saved {saved.regions} regions of {o.name}: {saved.reviewed_pixels} pixels stored "
+            f"({saved.changed_pixels} pixels in {saved.changed_regions} regions changed, {saved.seconds:.0f} s).")
+    if saved.outside_pixels:
+        text += f" {saved.outside_pixels} pixels painted outside the regions to check were not stored."
+    return text
 
 
 def _unsure_label(o: session.Opened | None) -> str:

@@ -51,6 +51,10 @@ if (!window.__annotassistKeys) {
   const wait = (ms) => new Promise((r) => setTimeout(r, ms));
   window.__annotassistPickClass = async (i) => {
     const q = (s) => document.querySelector(s);
+    // region mode: the same class for region clicks (the radio is only on the page then)
+    const radios = document.querySelectorAll('#region_class input[type="radio"]');
+    const r = radios[i < 0 ? radios.length - 1 : i];
+    if (r) r.click();
     const brush = q('#editor button[aria-label="Brush"]');
     if (brush) brush.click();
     await wait(50);
