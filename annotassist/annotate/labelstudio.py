@@ -20,6 +20,18 @@ result wins where brushes overlap (what the person sees: the last stroke is on t
 where the brush's alpha is >= 128 (browser strokes have soft edges). Unpainted pixels are `unpainted`: 255
 (ignore) by default, or a class id such as a background class.
 
+Region mode (acquire.unit: region): an image with an open region query becomes a *region task*, one per query
+(its data carries the query's round under `annotassist_query` and a note under `annotassist_regions`). Its
+prediction holds the pre-annotation as usual plus a *region layer*: one brush of the label `check` on a second
+BrushLabels control, `regions`, in a colour no class has, painted opaque along the queried regions' outlines
+and faintly inside them, so the pre-annotation stays visible underneath and the regions to check stand out.
+Label Studio copies the prediction into the person's annotation, region layer included. On pull only the
+person's class labels inside the queried regions (the workspace's own superpixels, not the layer's pixels)
+are stored, as a `partial` mask version that closes the query and returns the image to `unlabeled`; effort
+counts inside them only. An annotation of a region task without the region layer (deleted, or made elsewhere)
+is reported and skipped. Projects annotassist made before region mode get the `regions` control added to
+their label config at the first region push; a user's own project must add it (the error says what to add).
+
 Every call goes through label_studio_sdk (lsclient.py adds the retries, the errors and the upload).
 """
 from __future__ import annotations
@@ -36,6 +48,7 @@ import numpy as np
 from .. import faults
 from ..data.masks import IGNORE, read_mask
 from ..effort import correction_effort, labeled_pixels
+from ..errors import WorkspaceError
 from .lsclient import LabelStudioClient, LabelStudioError
 from .rle import RLEError, mask_to_rle, rle_to_mask
 
@@ -45,7 +58,16 @@ if TYPE_CHECKING:
 BACKEND = "labelstudio"
 FROM_NAME, TO_NAME = "tag", "image"
 NAME_KEY = "annotassist_image"  # task data key holding the workspace's image name
+QUERY_KEY = "annotassist_query"  # region tasks: the round of the region query the task asks
+NOTE_KEY = "annotassist_regions"  # region tasks: what to do, for people (and the Data Manager's columns)
+REGION_NAME, REGION_LABEL = "regions", "check"  # the region layer's BrushLabels control and its one label
+REGION_INSIDE, REGION_EDGE = 56, 255  # the region layer's alpha inside the regions and along their outlines
+REGION_EDGE_WIDTH = 2  # outline pixels at the image's size (more on large images: 1 per 200 pixels)
+# candidates for the region layer's colour: the one farthest from every class colour is used
+REGION_COLOURS = [(255, 32, 32), (0, 255, 0), (255, 255, 255), (255, 0, 255), (0, 255, 255), (255, 255, 0),
+                  (0, 0, 0)]
 PAINTED = 128
+DESCRIPTION = "pre-annotations from annotassist workspace"  # how projects annotassist made begin their description
 # what a webhook registered by annotassist asks for: submissions, deletions, and PROJECT_UPDATED (the loop
 # changes its project once to see whether Label Studio can reach it at all)
 WEBHOOK_ACTIONS = ["ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED",
@@ -80,7 +102,9 @@ class ImageChange:
     annotation_id: int
     changed_pixels: int | None  # vs the newest pseudo mask; None when there was none
     changed_regions: int | None
-    labeled_pixels: int
+    labeled_pixels: int  # what was stored (region tasks: labeled pixels inside the queried regions)
+    regions_reviewed: int | None = None  # region tasks: the regions asked about; None for a whole image
+    outside_pixels: int = 0  # region tasks: labels painted outside the queried regions (not stored)
 
 
 @dataclass
@@ -95,24 +119,61 @@ class PullReport:
     unknown: list[int] = field(default_factory=list)  # task ids no image of this workspace was pushed as
 
 
-def label_config(classes: list[str], palette: list[tuple[int, int, int]]) -> str:
-    """An image with one BrushLabels control: a label per class in the class's palette colour."""
+def label_config(classes: list[str], palette: list[tuple[int, int, int]], regions: bool = False) -> str:
+    """An image with one BrushLabels control: a label per class in the class's palette colour; `regions`:
+    and the region layer's control (region mode)."""
     labels = "".join(f'<Label value={quoteattr(c)} background="#{r:02x}{g:02x}{b:02x}"/>'
                      for c, (r, g, b) in zip(classes, palette))
+    extra = region_control(palette, TO_NAME) if regions else ""
     return (f'<View><Image name="{TO_NAME}" value="$image" zoom="true"/>'
-            f'<BrushLabels name="{FROM_NAME}" toName="{TO_NAME}">{labels}</BrushLabels></View>')
+            f'<BrushLabels name="{FROM_NAME}" toName="{TO_NAME}">{labels}</BrushLabels>{extra}</View>')
 
 
-def brush_target(config: str, classes: list[str]) -> BrushTarget:
-    """Read a project's label config: the BrushLabels control annotassist paints into. Raises a
-    LabelStudioError saying what is missing or wrong (no BrushLabels, no image, labels that are not classes)."""
+def region_colour(palette) -> tuple[int, int, int]:
+    """The region layer's colour: of REGION_COLOURS, the one farthest from every class colour."""
+    cols = np.asarray([tuple(c)[:3] for c in palette] or [(0, 0, 0)], dtype=float)
+    return max(REGION_COLOURS, key=lambda c: float(np.min(np.abs(cols - np.asarray(c, float)).sum(axis=1))))
+
+
+def region_control(palette, to_name: str = TO_NAME) -> str:
+    """The region layer's control: one BrushLabels label, `check`, in a colour no class has."""
+    r, g, b = region_colour(palette)
+    return (f'<BrushLabels name="{REGION_NAME}" toName={quoteattr(to_name)}>'
+            f'<Label value="{REGION_LABEL}" background="#{r:02x}{g:02x}{b:02x}" '
+            'hint="region mode: correct the classes inside these regions; only they are stored"/></BrushLabels>')
+
+
+def _is_region_control(control) -> bool:
+    return control.tag.lower() == "brushlabels" and list(control.labels) == [REGION_LABEL]
+
+
+def _controls(config: str):
     from label_studio_sdk.label_interface import LabelInterface
 
     try:
-        li = LabelInterface(config)
+        return LabelInterface(config)
     except Exception as e:  # the SDK raises its own XML error types
         raise LabelStudioError(f"the project's label config cannot be read ({str(e)[:200]})") from None
-    brushes = [c for c in li.controls if c.tag.lower() == "brushlabels"]
+
+
+def region_target(config: str, classes: list[str]) -> BrushTarget | None:
+    """The project's region-layer control (BrushLabels `regions` with the one label `check`) painting on the
+    same image as the class control, or None when the config has none."""
+    li = _controls(config)
+    target = brush_target(config, classes)
+    for c in li.controls:
+        if _is_region_control(c) and REGION_LABEL not in classes and target.to_name in c.to_name:
+            return BrushTarget(c.name, target.to_name, target.data_key, (REGION_LABEL,))
+    return None
+
+
+def brush_target(config: str, classes: list[str]) -> BrushTarget:
+    """Read a project's label config: the BrushLabels control annotassist paints into (not the region layer's).
+    Raises a LabelStudioError saying what is missing or wrong (no BrushLabels, no image, labels that are not
+    classes)."""
+    li = _controls(config)
+    brushes = [c for c in li.controls if c.tag.lower() == "brushlabels"
+               and not (_is_region_control(c) and REGION_LABEL not in classes)]
     wanted = f"<BrushLabels name=\"tag\" toName=\"image\"> with a <Label> per class ({', '.join(classes)})"
     if not brushes:
         tags = sorted({c.tag for c in li.controls}) or ["none"]
@@ -154,6 +215,36 @@ def prediction(mask: np.ndarray, classes: list[str], score: float | None, round_
     return out
 
 
+def region_layer(inside: np.ndarray) -> np.ndarray:
+    """The region layer's alpha: REGION_EDGE along the outlines of the queried regions (their pixels near a
+    pixel outside them, another region or the image's border), REGION_INSIDE elsewhere inside, 0 outside.
+    `inside` is an int region map with -1 outside the queried regions."""
+    from scipy.ndimage import grey_dilation, grey_erosion
+
+    width = max(REGION_EDGE_WIDTH, round(min(inside.shape) / 200))
+    padded = np.pad(inside, width, constant_values=-1)
+    size = 2 * width + 1
+    edge = (grey_dilation(padded, size=size) != grey_erosion(padded, size=size))[width:-width, width:-width]
+    alpha = np.where(inside >= 0, REGION_INSIDE, 0).astype(np.uint8)
+    alpha[edge & (inside >= 0)] = REGION_EDGE
+    return alpha
+
+
+def region_result(region_map: np.ndarray, regions: list[int], target: BrushTarget) -> dict:
+    """The region layer as one brushlabels result (`readonly`: a layer to look at, not to paint)."""
+    inside = np.where(np.isin(region_map, np.asarray(list(regions), dtype=region_map.dtype)), region_map, -1)
+    h, w = inside.shape
+    return {"id": "regions", "from_name": target.from_name, "to_name": target.to_name, "type": "brushlabels",
+            "original_width": w, "original_height": h, "image_rotation": 0, "readonly": True,
+            "value": {"format": "rle", "rle": mask_to_rle(region_layer(inside)), "brushlabels": [REGION_LABEL]}}
+
+
+def is_region_result(result: dict, classes: list[str]) -> bool:
+    """A result of the region layer: a brush of the label `check` (when no class is called so)."""
+    labels = (result.get("value") or {}).get("brushlabels") or []
+    return result.get("type") == "brushlabels" and labels == [REGION_LABEL] and REGION_LABEL not in classes
+
+
 def model_version(round_: int) -> str:
     return f"round-{round_}"
 
@@ -193,6 +284,12 @@ def _source_prefix(task_id) -> str:
     return f"labelstudio task {task_id} "
 
 
+def _query_of(task: dict) -> int | None:
+    """The round of the region query a task asks (None: a whole-image task)."""
+    asked = (task.get("data") or {}).get(QUERY_KEY)
+    return None if asked is None else int(asked)
+
+
 class LabelStudioSync:
     """Push to and pull from one Label Studio project for one workspace. Holds the HTTP session.
 
@@ -216,6 +313,7 @@ class LabelStudioSync:
         self.unpainted = unpainted
         self._project: int | None = project
         self._target: BrushTarget | None = None if project is not None else BrushTarget()
+        self._region: BrushTarget | None = None
 
     def close(self) -> None:
         self.client.close()
@@ -232,9 +330,10 @@ class LabelStudioSync:
                 self._project = int(min(rows))
                 self._target = None  # an existing project: read its config
             else:
-                desc = f"pre-annotations from annotassist workspace {Path(self.ws.root).resolve()}"
+                desc = f"{DESCRIPTION} {Path(self.ws.root).resolve()}"
+                regions = self.ws.config.acquire.unit == "region"
                 made = self.client.call(self.sdk.projects.create, title=title, description=desc,
-                                        label_config=label_config(self.classes, self.palette))
+                                        label_config=label_config(self.classes, self.palette, regions))
                 self._project = int(made.id)
         return self._project
 
@@ -245,15 +344,40 @@ class LabelStudioSync:
             self._target = brush_target(project.label_config or "", self.classes)
         return self._target
 
-    def _tasks_by_name(self, project: int) -> dict[str, dict]:
+    def region_target(self) -> BrushTarget:
+        """The project's region-layer control. A project annotassist made before region mode gets it added to
+        its label config; a user's own project without it raises a LabelStudioError saying what to add."""
+        if self._region is None:
+            project_id = self.project_id()
+            project = self.client.call(self.sdk.projects.get, id=project_id)
+            config = project.label_config or ""
+            found = region_target(config, self.classes)
+            if found is None:
+                target = brush_target(config, self.classes)
+                snippet = region_control(self.palette, target.to_name)
+                if not (project.description or "").startswith(DESCRIPTION) or "</View>" not in config:
+                    raise LabelStudioError(
+                        f"Label Studio project {project_id} ('{project.title}') cannot show region tasks: its label "
+                        f"config has no region layer (a <BrushLabels> with the one label '{REGION_LABEL}' on "
+                        f"{target.to_name!r}), and images queued in region mode need it to mark the regions to "
+                        f"check. Add {snippet} inside its <View> (Settings > Labeling Interface > Code), then push "
+                        "again; nothing was pushed")
+                head, tail = config.rsplit("</View>", 1)
+                config = f"{head}{snippet}</View>{tail}"
+                self.client.call(self.sdk.projects.update, id=project_id, label_config=config)
+                found = region_target(config, self.classes)
+            self._region = found
+        return self._region
+
+    def _tasks_by_name(self, project: int) -> dict[str, list[dict]]:
         """Every task of the project that carries one of our image names (to recognise earlier pushes)."""
         tasks = self.client.call(lambda: [t.model_dump(mode="json") for t in
                                           self.sdk.tasks.list(project=project, fields="all", page_size=500)])
-        out = {}
+        out: dict[str, list[dict]] = {}
         for t in tasks:
             name = (t.get("data") or {}).get(NAME_KEY)
             if name is not None:
-                out.setdefault(name, t)
+                out.setdefault(name, []).append(t)
         return out
 
     def _task(self, task_id) -> dict | None:
@@ -274,6 +398,8 @@ class LabelStudioSync:
                 raise LabelStudioError(f"only queued images can be pushed; {', '.join(bad[:5])} "
                                        f"{'is' if len(bad) == 1 else 'are'} not (run 'annotassist select' first)")
         target = self.target()
+        queries = {rec.id: self.ws.open_region_query(rec.id) for rec in records}
+        regions = self.region_target() if any(q is not None for q in queries.values()) else None
         local = self._local_folders(records)
         report = PushReport(project, self.title, "local-files" if local is not None else "upload")
         if local:
@@ -281,15 +407,23 @@ class LabelStudioSync:
         existing = self._tasks_by_name(project) if records else {}
         latest_round = None
         for rec in records:
+            query = queries[rec.id]
             pred, r = self._prediction_for(rec, round_, target)
+            pseudo = pred is not None
+            extra = {}
+            if query is not None:  # region mode: the regions to check go along, as a layer of the prediction
+                pred, r, extra = self._with_regions(rec, query, pred, r, regions)
             if pred:  # Label Studio refuses a model version no prediction carries
                 latest_round = r if latest_round is None else max(latest_round, r)
-            task = existing.get(rec.name)
+            asked = None if query is None else query[0]
+            task = next((t for t in existing.get(rec.name, []) if _query_of(t) == asked), None)
             if task is None and ws.sync_id(rec.id, BACKEND) is not None:
                 task = self._task(ws.sync_id(rec.id, BACKEND))  # tasks listed under another name/project
+                if task is not None and _query_of(task) != asked:
+                    task = None  # another region query's task (or a whole-image one): this query gets its own
             if task is None:
-                task_id = self._create_task(project, rec, pred, local is not None, target)
-                (report.created if pred else report.without_prediction).append(rec.name)
+                task_id = self._create_task(project, rec, pred, local is not None, target, extra)
+                (report.created if pseudo else report.without_prediction).append(rec.name)
             else:
                 task_id = int(task["id"])
                 versions = {p.get("model_version") for p in task.get("predictions", [])}
@@ -297,7 +431,7 @@ class LabelStudioSync:
                     self.client.call(self.sdk.predictions.create, task=task_id, **pred)
                     report.updated.append(rec.name)
                 else:
-                    (report.unchanged if pred or versions else report.without_prediction).append(rec.name)
+                    (report.unchanged if pseudo or versions else report.without_prediction).append(rec.name)
             with ws.transaction():  # the sync id and the state change land together or not at all
                 ws.set_sync_id(rec.id, BACKEND, str(task_id), str(project))
                 ws.set_state([rec.id], "in_review", reason=f"pushed to Label Studio task {task_id}")
@@ -322,10 +456,24 @@ class LabelStudioSync:
         conf = self.ws.scores(r, "confidence").get(rec.id, {}).get("confidence")
         return prediction(mask, self.classes, conf, r, target), r
 
-    def _create_task(self, project: int, rec, pred: dict | None, local: bool, target: BrushTarget) -> int:
+    def _with_regions(self, rec, query: tuple[int, list[int]], pred: dict | None, r: int,
+                      regions: BrushTarget) -> tuple[dict, int, dict]:
+        """A region task's prediction (the pre-annotation, if any, plus the region layer) and task data."""
+        asked, ids = query
+        layer = region_result(self.ws.region_map_full(rec.id), ids, regions)
+        if pred is None:
+            pred, r = {"model_version": model_version(asked), "result": []}, asked
+        pred["result"].append(layer)
+        note = (f"region task: correct the classes inside the {len(ids)} region{'s' if len(ids) != 1 else ''} "
+                f"outlined by the '{REGION_LABEL}' layer; only labels inside them are stored")
+        return pred, r, {QUERY_KEY: asked, NOTE_KEY: note}
+
+    def _create_task(self, project: int, rec, pred: dict | None, local: bool, target: BrushTarget,
+                     extra: dict | None = None) -> int:
+        extra = extra or {}
         if local:
             rel = Path(rec.image_path).resolve().relative_to(self.document_root).as_posix()
-            data = {target.data_key: f"/data/local-files/?d={quote(rel)}", NAME_KEY: rec.name}
+            data = {target.data_key: f"/data/local-files/?d={quote(rel)}", NAME_KEY: rec.name, **extra}
             out = self.client.call(self.sdk.projects.import_tasks, id=project, return_task_ids=True,
                                    request=[{"data": data, "predictions": [pred] if pred else []}])
             return int(out.task_ids[0])
@@ -336,7 +484,7 @@ class LabelStudioSync:
         if pred:
             self.client.call(self.sdk.predictions.create, task=task_id, **pred)
         task = self._task(task_id)
-        self.client.call(self.sdk.tasks.update, id=str(task_id), data={**task["data"], NAME_KEY: rec.name})
+        self.client.call(self.sdk.tasks.update, id=str(task_id), data={**task["data"], NAME_KEY: rec.name, **extra})
         return task_id
 
     def _local_folders(self, records) -> list[Path] | None:
@@ -372,7 +520,16 @@ class LabelStudioSync:
             task_id = ws.sync_id(rec.id, BACKEND)
             if task_id is not None:
                 self._pull_image(rec, task_id, self._task(task_id), report)
+        for rec in ws.images("pool", state="unlabeled"):  # region tasks answered by an earlier pull
+            task_id = ws.sync_id(rec.id, BACKEND)
+            if task_id is not None and self._answered_here(rec.id, task_id):
+                report.unchanged += 1
         return report
+
+    def _answered_here(self, image_id: int, task_id) -> bool:
+        """Whether the image's newest partial mask came from this Label Studio task (a region task pulled)."""
+        partial = self.ws.partial_mask(image_id)
+        return partial is not None and (partial.source or "").startswith(_source_prefix(task_id))
 
     def pull_tasks(self, task_ids) -> PullReport:
         """Pull the named tasks only (what a webhook reports); tasks no image was pushed as are listed in
@@ -381,6 +538,9 @@ class LabelStudioSync:
         for task_id in dict.fromkeys(int(t) for t in task_ids):
             image_id = ws.synced_image(BACKEND, str(task_id))
             rec = ws.image(image_id) if image_id is not None else None
+            if rec is not None and rec.state == "unlabeled" and self._answered_here(rec.id, task_id):
+                self._pull_image(rec, task_id, self._task(task_id), report)  # reports it unchanged (or edited)
+                continue
             if rec is None or rec.state not in ("in_review", "labeled"):
                 report.unknown.append(task_id)
                 continue
@@ -406,6 +566,9 @@ class LabelStudioSync:
                 ws.set_state([rec.id], "unlabeled", reason=f"Label Studio task {task_id} was deleted")
                 report.deleted.append(rec.name)
             return  # a labeled image keeps the label it already has
+        if _query_of(task) is not None:
+            self._pull_region(rec, task_id, task, _query_of(task), report)
+            return
         current = ws.label_mask(rec.id) if rec.state == "labeled" else None
         from_this_task = current is not None and (current.source or "").startswith(_source_prefix(task_id))
         annotations = task.get("annotations") or []
@@ -425,11 +588,9 @@ class LabelStudioSync:
         if ann.get("was_cancelled"):
             report.skipped.append(rec.name)
             return
-        try:
-            mask = annotation_to_mask(ann.get("result") or [], self.classes, rec.height, rec.width, self.unpainted)
-        except LabelStudioError as e:
-            report.problems.append(f"{rec.name} (Label Studio task {task_id}, annotation {ann['id']}): {e}; "
-                                   "skipped, fix it in Label Studio and pull again")
+        mask = self._mask(rec, task_id, ann, [r for r in ann.get("result") or []
+                                             if not is_region_result(r, self.classes)], report)
+        if mask is None:
             return
         pseudo = ws.masks(rec.id, "pseudo")
         if pseudo:  # unpainted pixels (ignore) are pixels the person left alone
@@ -447,6 +608,70 @@ class LabelStudioSync:
                         changed_regions=regions)
         report.pulled.append(ImageChange(rec.name, int(task_id), int(ann["id"]), pixels, regions,
                                          int((mask != IGNORE).sum())))
+        faults.point("labelstudio.pull")
+
+    def _mask(self, rec, task_id, ann: dict, results: list[dict], report: PullReport) -> np.ndarray | None:
+        try:
+            return annotation_to_mask(results, self.classes, rec.height, rec.width, self.unpainted)
+        except LabelStudioError as e:
+            report.problems.append(f"{rec.name} (Label Studio task {task_id}, annotation {ann['id']}): {e}; "
+                                   "skipped, fix it in Label Studio and pull again")
+            return None
+
+    def _pull_region(self, rec: ImageRecord, task_id, task: dict, asked: int, report: PullReport) -> None:
+        """A region task: the person's class labels inside the queried regions become a partial mask version
+        (ws.add_partial: the query closes, the image returns to unlabeled), effort counted inside them only."""
+        ws = self.ws
+        where = f"{rec.name} (Label Studio task {task_id}"
+        annotations = task.get("annotations") or []
+        ann = max(annotations, key=lambda a: (a.get("updated_at") or "", a["id"])) if annotations else None
+        source = None if ann is None else f"labelstudio task {task_id} annotation {ann['id']} at {ann.get('updated_at')}"
+        query = ws.open_region_query(rec.id)
+        if query is None or query[0] != asked:  # answered already (by an earlier pull, or elsewhere)
+            stored = [m for m in ws.masks(rec.id, "partial") if (m.source or "").startswith(_source_prefix(task_id))]
+            if ann is not None and stored and all(m.source != source for m in stored):
+                report.problems.append(f"{where}, annotation {ann['id']}): changed after its regions were stored; "
+                                       "the region query is answered, so the change is not stored")
+            else:
+                report.unchanged += 1
+            return
+        if ann is None:
+            report.waiting.append(rec.name)
+            return
+        if ann.get("was_cancelled"):
+            report.skipped.append(rec.name)
+            return
+        results = ann.get("result") or []
+        if not any(is_region_result(r, self.classes) for r in results):
+            report.problems.append(f"{where}, annotation {ann['id']}): the annotation has no region layer (the "
+                                   f"'{REGION_LABEL}' brush marking the regions to check; deleted, or the annotation "
+                                   "was made elsewhere); skipped: restore the prediction's regions in Label Studio "
+                                   "and pull again")
+            return
+        mask = self._mask(rec, task_id, ann, [r for r in results if not is_region_result(r, self.classes)], report)
+        if mask is None:
+            return
+        inside = ws.region_pixels(rec.id, query[1])
+        pseudo = ws.masks(rec.id, "pseudo")
+        if pseudo:  # inside the regions only; unpainted pixels (ignore) are pixels the person left alone
+            effort = correction_effort(read_mask(pseudo[-1].path, len(self.classes)), mask,
+                                       inside & labeled_pixels(mask))
+            pixels, regions = effort.pixels, effort.regions
+        else:
+            pixels = regions = None
+        with ws.transaction():  # checked again under the write lock: another process may have just pulled it
+            again = ws.open_region_query(rec.id)
+            if again is None or again[0] != asked:
+                report.unchanged += 1
+                return
+            try:
+                save = ws.add_partial(rec.id, mask, asked, source=source, changed_pixels=pixels,
+                                      changed_regions=regions)
+            except WorkspaceError as e:
+                report.problems.append(f"{where}, annotation {ann['id']}): {e}")
+                return
+        report.pulled.append(ImageChange(rec.name, int(task_id), int(ann["id"]), pixels, regions,
+                                         int(((mask != IGNORE) & inside).sum()), save.regions, save.outside_pixels))
         faults.point("labelstudio.pull")
 
     # -- webhooks ----------------------------------------------------------------------------------------
