@@ -115,6 +115,27 @@ def test_nan_scores_are_reported_and_ranked_last(ws):
     assert len(picks) == 2 and all(v is None for _, v in picks)
 
 
+def test_a_new_strategy_is_one_registered_function(ws):
+    """The extension point the README promises: a function and a decorator, then select by its name."""
+    from annotassist.acquire import strategies
+
+    @strategies.register("lowest_entropy_test", needs=["entropy"])
+    def lowest_entropy(c, budget, cfg):
+        order = sorted(c.ids, key=lambda i: c.scores[i]["entropy"])
+        return [(i, c.scores[i]["entropy"]) for i in order[:budget]]
+
+    try:
+        score_pool(ws, ws.config, strategies.resolve("lowest_entropy_test")[1], progress=False)
+        sel = select_next(ws, ws.config, "lowest_entropy_test", 2)
+        scores = ws.scores(0, "entropy")
+        assert [i for i, _ in sel.picks] == sorted(scores, key=lambda i: scores[i]["entropy"])[:2]
+        with pytest.raises(TypeError, match="needs"):
+            strategies.register("no_needs_test")
+    finally:
+        strategies.STRATEGIES.pop("lowest_entropy_test", None)
+        strategies.NEEDS.pop("lowest_entropy_test", None)
+
+
 def test_dssn_selection_end_to_end(ws):
     score_pool(ws, ws.config, ["class_aware", "region_relevance"], progress=False)
     sel = select_next(ws, ws.config, "dssn", 3)

@@ -30,7 +30,9 @@ import torch
 from ..errors import AnnotassistError
 from ..models.discriminator import CELL
 from ..pseudo_label import class_aware_keep
+from .registry import registrar
 from .scores import ScoreInput, _entropy
+from .select import require_scores
 from .strategies import standardize01
 
 if TYPE_CHECKING:
@@ -76,11 +78,7 @@ RegionScore = Callable[[ScoreInput, np.ndarray], np.ndarray]
 REGION_SCORES: dict[str, RegionScore] = {}
 
 
-def register_score(name: str):
-    def wrap(fn: RegionScore) -> RegionScore:
-        REGION_SCORES[name] = fn
-        return fn
-    return wrap
+register_score = registrar(REGION_SCORES)
 
 
 def _n(seg: np.ndarray) -> int:
@@ -131,12 +129,7 @@ REGION_STRATEGIES: dict[str, RegionStrategy] = {}
 REGION_NEEDS: dict[str, list[str]] = {}
 
 
-def register_strategy(name: str, needs: list[str]):
-    def wrap(fn: RegionStrategy) -> RegionStrategy:
-        REGION_STRATEGIES[name] = fn
-        REGION_NEEDS[name] = needs
-        return fn
-    return wrap
+register_strategy = registrar(REGION_STRATEGIES, REGION_NEEDS)
 
 
 @register_strategy("dssn", needs=["class_aware", "region_relevance", "impurity"])
@@ -221,11 +214,8 @@ def select_regions(ws: Workspace, cfg, strategy: str | None = None, budget: int 
     if not candidates:
         return RegionSelection(round_, strategy, {}, 0, "nothing left to label: every pool image is labeled or queued")
     stored = ws.region_scores(round_)
-    missing = [c.name for c in candidates if not all(n in stored.get(c.id, {}) for n in needs)]
-    if missing:
-        raise AnnotassistError(f"{len(missing)} unlabeled images have no {'/'.join(needs)} region scores for round "
-                               f"{round_} (e.g. {missing[0]}); run 'annotassist score --unit region --workspace "
-                               f"{ws.root} --strategy {strategy}' first")
+    require_scores(candidates, stored, needs, f"region scores for round {round_}",
+                   f"annotassist score --unit region --workspace {ws.root} --strategy {strategy}")
     ids, regions, pixels, values = [], [], [], {n: [] for n in needs}
     for c in candidates:
         full = ws.region_map_full(c.id)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..models.discriminator import CELL
 from ..pseudo_label import class_aware_keep
+from .registry import registrar
 
 
 @dataclass
@@ -52,11 +53,7 @@ ScoreFn = Callable[[ScoreInput], ScoreResult]
 SCORES: dict[str, ScoreFn] = {}
 
 
-def register(name: str):
-    def wrap(fn: ScoreFn) -> ScoreFn:
-        SCORES[name] = fn
-        return fn
-    return wrap
+register = registrar(SCORES)
 
 
 def class_weights(shares: np.ndarray, kind: str = "exp") -> np.ndarray:

@@ -36,16 +36,22 @@ def select_next(ws: Workspace, cfg, strategy: str | None = None, budget: int | N
         message = f"budget {budget} is more than the {len(candidates)} unlabeled images: taking them all"
         budget = len(candidates)
     scores = ws.scores(round_)
-    missing = [c.name for c in candidates if not all(n in scores.get(c.id, {}) for n in needs)]
-    if missing:
-        raise AnnotassistError(f"{len(missing)} unlabeled images have no {'/'.join(needs)} score for round "
-                               f"{round_} (e.g. {missing[0]}); run 'annotassist score --workspace {ws.root} "
-                               f"--strategy {strategy}' first")
+    require_scores(candidates, scores, needs, f"score for round {round_}",
+                   f"annotassist score --workspace {ws.root} --strategy {strategy}")
     labeled = [r.id for r in ws.images("pool", state="labeled")]
     cand = Candidates([c.id for c in candidates], scores, ws.embeddings(round_), labeled)
     picks = fn(cand, budget, cfg)
     ws.record_selection(round_, picks, strategy)
     return Selection(round_, strategy, picks, message)
+
+
+def require_scores(candidates, stored: dict, needs: list[str], what: str, command: str) -> None:
+    """Selection reads only stored scores: a candidate without one means the scoring pass did not run for this
+    round or strategy, so name the command that makes them instead of picking from a partial ranking."""
+    missing = [c.name for c in candidates if not all(n in stored.get(c.id, {}) for n in needs)]
+    if missing:
+        raise AnnotassistError(f"{len(missing)} unlabeled images have no {'/'.join(needs)} {what} (e.g. "
+                               f"{missing[0]}); run '{command}' first")
 
 
 def score_names(cfg, strategy: str | None = None) -> tuple[list[str], list[str]]:

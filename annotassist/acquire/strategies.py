@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from .registry import registrar
 from .scores import SCORES
 
 
@@ -37,12 +38,7 @@ STRATEGIES: dict[str, Strategy] = {}
 NEEDS: dict[str, list[str]] = {}
 
 
-def register(name: str, needs: list[str]):
-    def wrap(fn: Strategy) -> Strategy:
-        STRATEGIES[name] = fn
-        NEEDS[name] = needs
-        return fn
-    return wrap
+register = registrar(STRATEGIES, NEEDS)
 
 
 def _value(c: Candidates, i: int, name: str) -> float:
