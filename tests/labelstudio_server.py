@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import json
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -108,3 +109,28 @@ def session(tmp_path_factory):
     finally:
         stop(proc)
         log.close()
+
+
+# Debian's chromium in a container: no sandbox, no GPU, nothing that phones home while a test waits for a canvas
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@contextmanager
+def logged_in_page(ls: Server):
+    """A chromium page logged in to the server as the test user (the browser tests of every Label Studio task)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{ls.url}/user/login/")
+            page.fill("input[name=email]", ls.email)
+            page.fill("input[name=password]", ls.password)
+            page.click("button[type=submit]")
+            page.wait_for_load_state("networkidle")
+            assert "/user/login" not in page.url, "login to the Label Studio test server failed"
+            yield page
+        finally:
+            browser.close()

@@ -28,6 +28,7 @@ from annotassist.workspace import Workspace
 from annotassist.importer import import_dataset
 
 import labelstudio_server
+from labelstudio_server import logged_in_page
 from conftest import REPO, make_config
 
 # vivid class colours, so the browser test can find the pre-annotation in a screenshot
@@ -303,7 +304,6 @@ def test_webhook_receiver_wakes_on_annotation_events(ws, ls, api, request):
 def test_browser_shows_the_pre_annotation(ws, ls, api, request, tmp_path):
     """Playwright drives Debian's chromium: log in, open a pushed task, see the prediction's colour, paint a
     correction, submit, pull it back."""
-    from playwright.sync_api import sync_playwright
 
     i = ws.images("pool", state="unlabeled")[0].id
     pseudo = ws.read_oracle(i).copy()
@@ -313,17 +313,7 @@ def test_browser_shows_the_pre_annotation(ws, ls, api, request, tmp_path):
     sync = sync_for(ws, ls, request)
     report = sync.push()
     tid = task_id(ws, i)
-    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=args)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(f"{ls.url}/user/login/")
-        page.fill("input[name=email]", ls.email)
-        page.fill("input[name=password]", ls.password)
-        page.click("button[type=submit]")
-        page.wait_for_load_state("networkidle")
-        assert "/user/login" not in page.url, "login failed"
+    with logged_in_page(ls) as page:
         page.goto(f"{ls.url}/projects/{report.project_id}/data?task={tid}")
         page.wait_for_selector("canvas", timeout=60000)
         page.wait_for_timeout(3000)  # the brush layer is painted after the image loads
@@ -340,7 +330,6 @@ def test_browser_shows_the_pre_annotation(ws, ls, api, request, tmp_path):
         page.mouse.up()
         page.get_by_role("button", name="Submit").click()
         page.wait_for_timeout(2000)
-        browser.close()
     from PIL import Image
 
     px = np.asarray(Image.open(shot).convert("RGB")).astype(int)

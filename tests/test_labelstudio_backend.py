@@ -28,6 +28,7 @@ from annotassist.rounds import train_round
 from annotassist.workspace import Workspace
 
 import labelstudio_server
+from labelstudio_server import logged_in_page
 from conftest import REPO, make_config
 
 PALETTE = [[40, 40, 40], [255, 0, 255], [0, 255, 255], [255, 255, 0], [0, 0, 255], [255, 128, 0]]
@@ -381,7 +382,6 @@ def test_bad_input_is_refused_with_the_reason(ws, ls, api, served):
 def test_browser_task_pre_annotated_by_the_backend(ws, ls, api, served, tmp_path):
     """Chromium opens a task that has no prediction: Label Studio asks the backend, shows its brush (the stored
     pseudo-mask's magenta 'disc'), the person paints and submits, and the webhook stores it without a pull."""
-    from playwright.sync_api import sync_playwright
 
     i = ws.images("pool", state="unlabeled")[0].id
     pseudo = ws.read_oracle(i).copy()
@@ -394,18 +394,8 @@ def test_browser_task_pre_annotated_by_the_backend(ws, ls, api, served, tmp_path
         api.delete(f"/api/predictions/{p['id']}").raise_for_status()  # the backend is to provide it
     backend = served()
     assert connect(api, sync.project_id(), backend).status_code == 201
-    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"]
     shot = tmp_path / "labelstudio-ml-backend.png"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=args)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(f"{ls.url}/user/login/")
-        page.fill("input[name=email]", ls.email)
-        page.fill("input[name=password]", ls.password)
-        page.click("button[type=submit]")
-        page.wait_for_load_state("networkidle")
-        assert "/user/login" not in page.url, "login failed"
+    with logged_in_page(ls) as page:
         page.goto(f"{ls.url}/projects/{sync.project_id()}/data?task={task}")
         page.wait_for_selector("canvas", timeout=60000)
         for _ in range(40):  # the brush layer is painted after the image loads
@@ -425,7 +415,6 @@ def test_browser_task_pre_annotated_by_the_backend(ws, ls, api, served, tmp_path
         page.mouse.up()
         page.get_by_role("button", name="Submit").click()
         wait_until(lambda: ws.image(i).state == "labeled", 15, "the browser's submission reaching the pool")
-        browser.close()
     (pred,) = api.get(f"/api/tasks/{task}").json()["predictions"]
     assert pred["model_version"] == "round-0" and np.array_equal(layers_to_mask(pred, *pseudo.shape), pseudo)
     readme_copy = REPO / "docs" / "img" / "labelstudio-ml-backend.png"

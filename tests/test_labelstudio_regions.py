@@ -20,6 +20,7 @@ from annotassist.importer import import_dataset
 from annotassist.workspace import Workspace
 
 from conftest import REPO, make_config
+from labelstudio_server import logged_in_page
 from test_labelstudio import PALETTE, RUN, annotate, brushes, project_tasks, sync_for, task_id
 
 QUERIED = [0, 3]  # of the four quadrants: top left and bottom right
@@ -215,7 +216,6 @@ def test_browser_shows_the_regions_to_check(ws, ls, api, request, tmp_path):
     """Chromium opens a region task in Label Studio's labeling UI: the pre-annotation and the region layer's
     outlines are both visible; submitted as is, the annotation keeps the layer and pulls as a partial."""
     from PIL import Image
-    from playwright.sync_api import sync_playwright
 
     (i,) = queue_regions(ws, regions=[3])
     pseudo = ws.read_oracle(i).copy()
@@ -224,18 +224,8 @@ def test_browser_shows_the_regions_to_check(ws, ls, api, request, tmp_path):
     sync = sync_for(ws, ls, request)
     report = sync.push()
     tid = task_id(ws, i)
-    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"]
     shot = tmp_path / "labelstudio-regions.png"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=args)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(f"{ls.url}/user/login/")
-        page.fill("input[name=email]", ls.email)
-        page.fill("input[name=password]", ls.password)
-        page.click("button[type=submit]")
-        page.wait_for_load_state("networkidle")
-        assert "/user/login" not in page.url, "login failed"
+    with logged_in_page(ls) as page:
         page.goto(f"{ls.url}/projects/{report.project_id}/data?task={tid}")
         page.wait_for_selector("canvas", timeout=60000)
         page.wait_for_timeout(3000)  # the brush layers are painted after the image loads
@@ -243,7 +233,6 @@ def test_browser_shows_the_regions_to_check(ws, ls, api, request, tmp_path):
         area = page.locator("canvas").first.bounding_box()
         page.get_by_role("button", name="Submit").click()
         page.wait_for_timeout(2000)
-        browser.close()
     px = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     readme_copy = REPO / "docs" / "img" / "labelstudio-regions.png"
     if not readme_copy.exists() or os.environ.get("ANNOTASSIST_UPDATE_SCREENSHOTS"):
