@@ -520,7 +520,12 @@ def cmd_pull(args) -> int:
     for c in r.pulled:
         changed = "no pre-annotation" if c.changed_pixels is None else \
             f"{c.changed_pixels} pixels changed in {c.changed_regions} regions"
-        print(f"  {c.name}: task {c.task_id}, {changed}, {c.labeled_pixels} labeled pixels")
+        if c.regions_reviewed is None:
+            print(f"  {c.name}: task {c.task_id}, {changed}, {c.labeled_pixels} labeled pixels")
+        else:  # a region task: only the queried regions were stored
+            outside = f"; {c.outside_pixels} pixels painted outside them not stored" if c.outside_pixels else ""
+            print(f"  {c.name}: task {c.task_id}, {c.regions_reviewed} regions reviewed, {changed} inside them, "
+                  f"{c.labeled_pixels} labeled pixels stored{outside}")
     for title, names in (("skipped/cancelled in Label Studio (left in review)", r.skipped),
                          ("tasks deleted in Label Studio (back to unlabeled)", r.deleted),
                          ("bad annotations, skipped", r.problems)):

@@ -535,9 +535,12 @@ class Workspace:
         return len(self.images(split, state))
 
     def set_state(self, image_ids: Iterable[int], state: str, reason: str = "") -> None:
-        """Move images to `state` in one transaction; an illegal move (e.g. labeled -> queued) is refused."""
+        """Move images to `state` in one transaction; an illegal move (e.g. labeled -> queued) is refused.
+        An image handed back to `unlabeled` unanswered (its Label Studio task deleted) withdraws its open region
+        query, so no editor or push asks those regions again; a later selection may pick them anew."""
         _check_state(state)
         ids = list(image_ids)
+        withdrawn = 0
         with self.transaction() as db:
             for i in ids:
                 row = db.execute("SELECT name, state FROM images WHERE id = ?", (i,)).fetchone()
@@ -549,7 +552,11 @@ class Workspace:
                     raise WorkspaceError(f"image {row['name']} is {row['state']}; it cannot become {state} "
                                          f"(allowed: {', '.join(sorted(TRANSITIONS[row['state']]))})")
                 db.execute("UPDATE images SET state = ?, updated_at = ? WHERE id = ?", (state, time.time(), i))
-            self.log_event("state", {"ids": ids, "state": state, "reason": reason})
+                if state == "unlabeled":
+                    withdrawn += db.execute("DELETE FROM region_queries WHERE image_id = ? AND status = 'queued'",
+                                            (i,)).rowcount
+            self.log_event("state", {"ids": ids, "state": state, "reason": reason,
+                                     **({"region_queries_withdrawn": withdrawn} if withdrawn else {})})
 
     # -- masks -------------------------------------------------------------------------------------------
 

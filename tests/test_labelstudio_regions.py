@@ -160,6 +160,31 @@ def test_annotation_without_the_region_layer_is_skipped(ws, ls, api, request):
     assert ws.image(ids[0]).state == "unlabeled" and len(ws.masks(ids[0], "partial")) == 1
 
 
+def test_cli_pull_of_region_tasks_and_a_deleted_one(ws, ls, api, monkeypatch, capsys):
+    """`annotassist pull` says what a region task stored (regions, pixels inside, paint outside not stored); a
+    task deleted in Label Studio hands its image back: unlabeled, its regions not asked any more."""
+    from annotassist.cli import main
+
+    answered, deleted = queue_regions(ws, 2)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", ls.token)
+    monkeypatch.setenv("LOCAL_FILES_DOCUMENT_ROOT", str(ls.document_root))
+    assert main(["push", "--workspace", str(ws.root), "--to", "labelstudio", "--url", ls.url]) == 0
+    capsys.readouterr()
+    pred = api.get(f"/api/tasks/{task_id(ws, answered)}").json()["predictions"][0]
+    painted = ws.read_oracle(answered).copy()
+    painted[~ws.region_pixels(answered, QUERIED)] = 4  # paint outside the regions: reported, not stored
+    annotate(api, task_id(ws, answered), painted, extra=region_results(pred))
+    api.delete(f"/api/tasks/{task_id(ws, deleted)}").raise_for_status()
+    assert main(["pull", "--workspace", str(ws.root), "--url", ls.url]) == 0
+    out = capsys.readouterr().out
+    a, d = ws.image(answered), ws.image(deleted)
+    assert f"{a.name}: task" in out and "2 regions reviewed" in out and "not stored" in out
+    assert "1 tasks deleted in Label Studio" in out and d.name in out
+    assert a.state == d.state == "unlabeled" and len(ws.masks(answered, "partial")) == 1
+    assert ws.open_region_query(deleted) is None and ws.masks(deleted, "partial") == []
+    assert ws.reviewed_regions(deleted) == set() and ws.reviewed_regions(answered) == set(QUERIED)
+
+
 def test_a_region_task_without_pseudo_mask_and_a_later_query_gets_its_own_task(ws, ls, api, request):
     (i,) = queue_regions(ws, pseudo=False)
     sync = sync_for(ws, ls, request)

@@ -149,6 +149,25 @@ def test_select_regions_queues_regions_and_never_asks_a_reviewed_region_again(re
     assert all(len(v) == 4 for k, v in sel.picks.items() if k != image_id)
 
 
+def test_an_image_handed_back_unanswered_withdraws_its_region_query(region_ws):
+    """A region task deleted in Label Studio returns its image to the pool: its query must not stay open (the
+    editor and the next push would ask the old regions again), and the regions count as never reviewed."""
+    ws = region_ws
+    image_id = ws.images("pool", state="unlabeled")[0].id
+    _queue_regions(ws, image_id, [0, 2])
+    ws.set_state([image_id], "in_review", reason="pushed")
+    assert ws.open_region_query(image_id) == (0, [0, 2])
+    ws.set_state([image_id], "unlabeled", reason="Label Studio task 7 was deleted")
+    assert ws.open_region_query(image_id) is None and ws.reviewed_regions(image_id) == set()
+    assert ws.last_event("state")["region_queries_withdrawn"] == 1
+    # an answered query stays: only a waiting one is withdrawn
+    _queue_regions(ws, image_id, [1], round_=1)
+    ws.add_partial(image_id, ws.read_oracle(image_id), 1, source="test")
+    ws.set_state([image_id], "queued")
+    ws.set_state([image_id], "unlabeled")
+    assert ws.reviewed_regions(image_id) == {1}
+
+
 def test_select_regions_without_scores_says_which_command_makes_them(region_ws):
     cfg = make_config(["acquire.unit=region"], initial_labeled=4)
     with pytest.raises(AnnotassistError, match="score --unit region"):
