@@ -190,9 +190,11 @@ def summarize(rows: list[dict], full_miou: float | None, pool_size: int) -> list
         aucs, finals, at10, pix, regions, scratch, e_auc, reach, reach_images = [], [], [], [], [], [], [], [], []
         for k in seeds:
             curve = sorted((r for r in mine if r["seed"] == k), key=lambda r: r["round"])
-            aucs.append(auc([r["labeled"] for r in curve], [r["mIoU"] * 100 for r in curve]))
+            # against the share of the pool's pixels reviewed: for image arms the labeled images (same AUC, a
+            # mean over the span), for region arms what they really looked at
+            aucs.append(auc([_reviewed_share(r, pool_size) for r in curve], [r["mIoU"] * 100 for r in curve]))
             finals.append(curve[-1]["mIoU"] * 100)
-            within = [r["mIoU"] * 100 for r in curve if r["labeled"] <= 0.10 * pool_size]
+            within = [r["mIoU"] * 100 for r in curve if _reviewed_share(r, pool_size) <= 0.10 + 1e-9]
             at10.append(max(within) if within else float("nan"))
             pix.append(curve[-1]["pixels_corrected"])
             regions.append(curve[-1]["regions_corrected"])
@@ -231,7 +233,25 @@ def summarize(rows: list[dict], full_miou: float | None, pool_size: int) -> list
     return out
 
 
+def _reviewed_share(r: dict, pool_size: int | None = None) -> float:
+    # rows written before region mode: every labeled image was reviewed whole
+    if "reviewed_share" in r:
+        return r["reviewed_share"]
+    return r["labeled_share"] if "labeled_share" in r else r["labeled"] / max(1, pool_size or 1)
+
+
+def _clicks(r: dict) -> float:
+    """What a person pointed at: the regions they were asked to check (region arms), else the connected regions
+    they fixed or drew."""
+    if r.get("unit") == "region":
+        return r.get("regions_reviewed", 0)
+    return r["regions_corrected"]
+
+
 def plot(rows: list[dict], full_miou: float | None, path: Path, title: str) -> None:
+    """mIoU against labeled images and against the pixels a person changed; with region arms, against what they
+    reviewed (share of the pool's pixels), what they changed and the regions they clicked, since a region arm's
+    'labeled images' says nothing about its effort."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -239,34 +259,42 @@ def plot(rows: list[dict], full_miou: float | None, path: Path, title: str) -> N
 
     from .plots import _pixels_label
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.3))
-    curves = _curves(rows)
+    regions = any(r.get("unit") == "region" for r in rows)
+    axes_of = ([("pool pixels a person reviewed (%)", lambda r: _reviewed_share(r) * 100, None)] if regions else
+               [("labeled images", lambda r: r["labeled"], None)])
+    axes_of.append(("pixels a person changed or drew (cumulative)", lambda r: r["pixels_corrected"],
+                    _pixels_label))
+    if regions:
+        axes_of.append(("regions a person checked (region arms) or fixed (image arms)", _clicks, None))
+    fig, axs = plt.subplots(1, len(axes_of), figsize=(5.5 * len(axes_of), 4.3))
     for arm in dict.fromkeys(r["arm"] for r in rows):
-        mine = [r for r in rows if r["arm"] == arm]
-        xs = sorted({r["labeled"] for r in mine})
-        ys = [[r["mIoU"] * 100 for r in mine if r["labeled"] == x] for x in xs]
-        mean = np.array([np.mean(v) for v in ys])
-        line, = ax.plot(xs, mean, marker="o", label=arm)
-        if any(len(v) > 1 for v in ys):
-            ax.fill_between(xs, [min(v) for v in ys], [max(v) for v in ys], alpha=0.2, color=line.get_color())
-        # against effort: the mean over seeds of each round's (effort, mIoU); seeds' spread as bars
-        per_round = np.array([c for c in curves[arm].values() if len(c) == len(xs)])
-        if len(per_round):
-            e, m = per_round[..., 0], per_round[..., 1]
-            bx.errorbar(e.mean(0), m.mean(0), xerr=e.std(0), yerr=m.std(0), marker="o", capsize=2, label=arm,
-                        color=line.get_color())
-    for axis in (ax, bx):
+        mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: (r["seed"], r["round"]))
+        seeds = sorted({r["seed"] for r in mine})
+        rounds = sorted({r["round"] for r in mine})
+        # the mean over seeds of each round's (x, mIoU); the seeds' spread as bars
+        full_runs = [[r for r in mine if r["seed"] == k] for k in seeds]
+        full_runs = [run for run in full_runs if len(run) == len(rounds)]
+        color = None
+        for axis, (_, x_of, _) in zip(axs, axes_of):
+            if not full_runs:
+                continue
+            x = np.array([[x_of(r) for r in run] for run in full_runs], dtype=float)
+            y = np.array([[r["mIoU"] * 100 for r in run] for run in full_runs])
+            bar = axis.errorbar(x.mean(0), y.mean(0), xerr=x.std(0) if len(x) > 1 else None,
+                                yerr=y.std(0) if len(y) > 1 else None, marker="o", capsize=2, label=arm,
+                                color=color, ls="--" if any(r.get("unit") == "region" for r in mine) else "-")
+            color = bar.lines[0].get_color()
+    for axis, (label, _, fmt) in zip(axs, axes_of):
         if full_miou:
             axis.axhline(full_miou * 100, ls="--", c="k", lw=1, label="all labels")
             axis.axhline(full_miou * 100 * TARGET_SHARE, ls=":", c="k", lw=1,
                          label=f"{TARGET_SHARE:.0%} of all labels")
         axis.set_ylabel("mIoU (%)")
+        axis.set_xlabel(label)
         axis.grid(alpha=0.3)
-    ax.set_xlabel("labeled images")
-    bx.set_xlabel("pixels a person changed or drew (cumulative)")
-    bx.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: _pixels_label(v)))
-    ax.legend(fontsize=7)
-    bx.legend(fontsize=7, loc="lower right")
+        if fmt:
+            axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _, f=fmt: f(v)))
+        axis.legend(fontsize=7, loc="lower right")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -316,9 +344,11 @@ def simulate(cfg, plan: SimulationPlan, out: str | Path, data_root: Path, log=pr
             run_loop(aws, run, log=_quiet)
             mine = _rows(a, seed, aws, pool_size)
             rows += mine
-            log(f"  {a.name:>10} seed {seed}: " + ", ".join(f"{r['labeled']}: {r['mIoU'] * 100:.1f}"
-                                                            for r in mine) +
-                f" (labeled: mIoU %); effort {mine[-1]['pixels_corrected'] / 1e3:.0f}k px; reviewed "
+            # a region arm's labeled images stay the initial ones: its progress is the share of pixels reviewed
+            region = a.unit == "region"
+            log(f"  {a.name:>10} seed {seed}: " + ", ".join(
+                (f"{r['reviewed_share'] * 100:.1f}%" if region else f"{r['labeled']}") + f": {r['mIoU'] * 100:.1f}"
+                for r in mine) + (" (pool px reviewed: mIoU %)" if region else " (labeled: mIoU %)") + f"; effort {mine[-1]['pixels_corrected'] / 1e3:.0f}k px; reviewed "
                 f"{mine[-1]['reviewed_share'] * 100:.1f}% of the pool's pixels; "
                 f"{(time.time() - t0) / 60:.1f} min")
     full_miou = None
@@ -366,7 +396,7 @@ def _pm(mean, std, fmt="{:.1f}") -> str:
 
 
 def summary_markdown(summary: list[dict], full_miou: float | None, title: str, seconds: float) -> str:
-    headers = ["arm", "final mIoU %", "AUC (mIoU vs images)", "vs random", "effort (px changed)",
+    headers = ["arm", "final mIoU %", "AUC (mIoU vs px reviewed)", "vs random", "effort (px changed)",
                "AUC (mIoU vs effort)", "pool px reviewed %", "regions asked"]
     if full_miou:
         headers += [f"effort to {TARGET_SHARE:.0%} of full", "images to it"]

@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--arms", default="scratch,random,entropy,dssn", help=f"of {', '.join(ARMS)}, or NAME=SPEC")
     ap.add_argument("--init", type=int, default=16)
     ap.add_argument("--budget", type=int, default=16)
+    ap.add_argument("--region-budget", type=int, help="regions per round in region arms (NAME=STRATEGY:region; "
+                    "default acquire.region_budget)")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--no-full", action="store_true", help="skip the fully labeled reference")
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     full_overrides = [f"train.max_iters={int(steps * args.full_steps)}"] if steps else []
     plan = SimulationPlan(init=args.init, budget=args.budget, rounds=args.rounds, seeds=args.seeds,
                           full=not args.no_full, full_overrides=full_overrides, warm_start=cfg.loop.warm_start,
-                          profile=profile or "", arms=arms)
+                          profile=profile or "", arms=arms, region_budget=args.region_budget)
     work = Path(args.work)
     if work.exists():
         shutil.rmtree(work)

@@ -38,6 +38,27 @@ def test_summary_effort_to_target_and_auc_over_the_common_range():
     assert out["cheap"]["effort_auc"] > out["dear"]["effort_auc"] == pytest.approx(20.0)
 
 
+def test_region_arms_are_read_against_the_pixels_reviewed(tmp_path):
+    """A region arm's labeled images never change; its AUC, its best mIoU within 10% of the pool and the plot's
+    first axis follow the share of pool pixels reviewed instead (an image arm's is its labeled share)."""
+    from annotassist.simulate import plot
+
+    def rows(arm, unit, pts):
+        return [{"arm": arm, "strategy": "dssn", "method": "supervised", "seed": 0, "round": k,
+                 "labeled": 10 if unit == "region" else 10 + 10 * k, "labeled_share": 0.1, "unit": unit,
+                 "reviewed_share": share, "mIoU": m / 100, "pixels_corrected": 100 * k, "regions_corrected": 5 * k,
+                 "regions_reviewed": 40 * k if unit == "region" else 0, "scratch_pixels": 0}
+                for k, (share, m) in enumerate(pts)]
+    r = rows("regions", "region", [(0.04, 30), (0.06, 40), (0.12, 50)]) + \
+        rows("image", "image", [(0.04, 30), (0.08, 34), (0.12, 38)])
+    out = {s["arm"]: s for s in summarize(r, full_miou=None, pool_size=100)}
+    assert out["regions"]["auc"] == pytest.approx((35 * 0.02 + 45 * 0.06) / 0.08)
+    assert out["regions"]["best_mIoU_at_10pct"] == 40 and out["image"]["best_mIoU_at_10pct"] == 34
+    assert out["regions"]["regions_reviewed"] == 80
+    plot(r, None, tmp_path / "curve.png", "regions")
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_parse_arm():
     assert parse_arm("scratch=random:supervised:scratch") == Arm("scratch", "random", "supervised", False)
     assert parse_arm("dssn") == Arm("dssn", "dssn", "", True)
