@@ -112,6 +112,7 @@ def train_round(ws: Workspace, *, method: str | None = None, warm_start: bool = 
         prev = ws.round_info(round_ - 1)
         init_weights = prev["checkpoint"] if prev else None
     labeled = ws.labeled_samples()
+    partial = len(ws.partial_samples())  # of `labeled`: images with reviewed regions only (region mode)
     if not labeled:
         raise TrainingError(f"{ws.root}: no labeled images in the pool; start with 'annotassist init --labeled N' "
                             "or label some images first")
@@ -124,7 +125,8 @@ def train_round(ws: Workspace, *, method: str | None = None, warm_start: bool = 
                       class_pixels=class_pixels)
     if dist.is_main:
         print(training_line(cfg, trainer.device, method, trainer.total_iters, cfg.train.batch_size, len(labeled),
-                            len(trainer.unlabeled), what=f"round {round_}", init_weights=init_weights))
+                            len(trainer.unlabeled), what=f"round {round_}", init_weights=init_weights,
+                            partial=partial))
     result = trainer.fit(stop_after=stop_after)
     if not result.interrupted and dist.is_main:
         ws.finish_round_training(round_, result.model_path, result.metrics)

@@ -36,13 +36,16 @@ def weights_text(cfg, init_weights=None) -> str:
 
 
 def training_line(cfg, device, method: str, steps: int, batch_size: int, labeled: int, unlabeled: int,
-                  what: str = "training", init_weights=None) -> str:
+                  what: str = "training", init_weights=None, partial: int = 0) -> str:
+    """`labeled` counts every image with labels; `partial` of them (region mode) have only reviewed regions."""
     t = cfg.train
     views = f"{batch_size}+{batch_size}" if unlabeled else f"{batch_size}"
     profile = f", profile {cfg.profile}" if cfg.profile else ""
     return (f"{what}: {method} on {device_text(device)}, {precision.describe(cfg, device)}; "
             f"{cfg.model.backbone}, {weights_text(cfg, init_weights)}{profile}; images at {t.image_scale:g}x, "
-            f"crop {t.crop_size}, batch {views}, {steps} steps; {labeled} labeled + {unlabeled} unlabeled images")
+            f"crop {t.crop_size}, batch {views}, {steps} steps; {labeled - partial} labeled "
+            + (f"+ {partial} with reviewed regions (ignore outside them) " if partial else "")
+            + f"+ {unlabeled} unlabeled images")
 
 
 def scoring_line(cfg, device, round_: int, images: int, names: list[str]) -> str:
