@@ -671,11 +671,16 @@ class Workspace:
         return [s for s in self.samples("pool", "labeled") if s.mask is not None] + self.partial_samples()
 
     def partial_samples(self) -> list[Sample]:
+        """Images with reviewed regions and their newest partial mask, weighted by the share of the image the
+        reviewed regions cover (the mask's non-ignore pixels)."""
         rows = self.db.execute(
-            "SELECT i.name, i.image_path, (SELECT m.path FROM masks m WHERE m.image_id = i.id AND m.kind = 'partial' "
-            "ORDER BY m.id DESC LIMIT 1) AS label FROM images i WHERE i.split = 'pool' AND i.missing = 0 AND "
-            "i.state != 'labeled' ORDER BY i.id").fetchall()
-        return [Sample(r["name"], Path(r["image_path"]), self.root / r["label"]) for r in rows if r["label"]]
+            "SELECT i.name, i.image_path, i.width, i.height, m.path AS label, m.class_pixels FROM images i "
+            "JOIN masks m ON m.id = (SELECT m2.id FROM masks m2 WHERE m2.image_id = i.id AND m2.kind = 'partial' "
+            "ORDER BY m2.id DESC LIMIT 1) WHERE i.split = 'pool' AND i.missing = 0 AND i.state != 'labeled' "
+            "ORDER BY i.id").fetchall()
+        return [Sample(r["name"], Path(r["image_path"]), self.root / r["label"],
+                       weight=min(1.0, sum(json.loads(r["class_pixels"])) / max(1, r["width"] * r["height"])))
+                for r in rows]
 
     def unlabeled_samples(self) -> list[Sample]:
         return self.samples("pool", "unlabeled")

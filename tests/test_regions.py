@@ -17,6 +17,7 @@ from annotassist.data.masks import IGNORE, read_mask
 from annotassist.errors import AnnotassistError, ConfigError, WorkspaceError
 from annotassist.export import export
 from annotassist.train.losses import cross_entropy
+from annotassist.data.datasets import SemiDataset
 from annotassist.workspace import Workspace
 
 from conftest import CAMVID, config_from_file, make_config, needs_camvid
@@ -221,6 +222,32 @@ def test_partial_save_keeps_only_the_queried_regions_and_reports_the_rest(region
     assert rec.name in {s.name for s in ws.labeled_samples()}
     assert rec.name in {s.name for s in ws.unlabeled_samples()}
     assert ws.class_pixels()[3] >= (h // 2) * (w // 2)
+
+
+def test_training_draws_a_partial_mask_by_its_reviewed_share(region_ws):
+    """Three reviewed quadrants of 4 labeled + 1 partial images: the partial one carries weight 3/4 and is drawn
+    in proportion (3/4 of a whole image's draws), deterministically for a seed; whole labels alone keep the
+    plain shuffle (each image once per pass)."""
+    ws = region_ws
+    rec = ws.images("pool", state="unlabeled")[0]
+    h, w = rec.height, rec.width
+    _queue_regions(ws, rec.id, [0, 1, 3])
+    ws.add_partial(rec.id, ws.read_oracle(rec.id), 0, source="test")
+    samples = ws.labeled_samples()
+    weights = {s.name: s.weight for s in samples}
+    assert weights.pop(rec.name) == pytest.approx(3 * (h // 2) * (w // 2) / (h * w))
+    assert set(weights.values()) == {1.0} and len(weights) == 4
+
+    def draws(items, seed=0):
+        ds = SemiDataset(items, [], ws.config.num_classes, 32, seed=seed)
+        return [items[ds._labeled_index(k)].name for k in range(5000)]
+
+    picked = draws(samples)
+    share = picked.count(rec.name) / len(picked)
+    assert share == pytest.approx(0.75 / 4.75, abs=0.02)
+    assert picked == draws(samples) and picked != draws(samples, seed=1)
+    whole = [s for s in samples if s.name != rec.name]
+    assert sorted(draws(whole)[:4]) == sorted(s.name for s in whole)  # one pass = each image once
 
 
 def test_partial_save_of_the_wrong_size_is_refused_and_loses_nothing(region_ws):

@@ -67,6 +67,13 @@ class SemiDataset(Dataset):
         self.length = length or max(len(unlabeled), len(labeled))
         self.epoch = 0
         self.cache, self.float_images = cache, float_images
+        # region mode: a partial mask labels a few regions of its image. Drawn as often as whole labels, ~350
+        # images with two reviewed regions each filled 95% of the batches with mostly-ignore crops of the
+        # hardest regions, and the model forgot the rest (CamVid value profile, first region round: 38.4 -> 30.9,
+        # 31.1 -> 29.6, 33.7 -> 19.0 mIoU over 3 seeds). Draw each in proportion to its labeled share instead,
+        # as if every labeled pixel were one item.
+        w = np.array([getattr(s, "weight", 1.0) for s in labeled], dtype=np.float64)
+        self.weights = None if np.all(w == 1.0) else np.maximum(w, 1e-6) / np.maximum(w, 1e-6).sum()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -83,7 +90,10 @@ class SemiDataset(Dataset):
     def _labeled_index(self, k: int) -> int:
         n = len(self.labeled)
         rep = k // n  # a fresh shuffle for every repetition of the labeled list
-        return int(_permutation(n, self.seed, self.epoch * 1000 + rep, 1)[k % n])
+        if self.weights is None:
+            return int(_permutation(n, self.seed, self.epoch * 1000 + rep, 1)[k % n])
+        draws = np.random.default_rng([self.seed, self.epoch * 1000 + rep, 3]).choice(n, size=n, p=self.weights)
+        return int(draws[k % n])
 
     def __getitem__(self, k: int) -> dict:
         with torch.random.fork_rng(devices=[]):

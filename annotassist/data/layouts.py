@@ -35,6 +35,9 @@ class Sample:
     mask: Path | None = None
     # (list or split file, line) that named it, so a problem found later in its content points at the line
     origin: tuple[str, int] | None = field(default=None, compare=False)
+    # the share of the image's pixels its label covers (region mode's partial masks: the reviewed regions);
+    # training draws a labeled image in proportion to it, so every labeled pixel counts alike
+    weight: float = field(default=1.0, compare=False)
 
 
 def stays_inside(rel: str) -> bool:
