@@ -13,6 +13,7 @@ import torch
 
 from annotassist.acquire import regions
 from annotassist.acquire.scores import ScoreInput
+from annotassist.acquire.strategies import standardize01
 from annotassist.data.masks import IGNORE, read_mask
 from annotassist.errors import AnnotassistError, ConfigError, WorkspaceError
 from annotassist.export import export
@@ -79,6 +80,15 @@ def test_region_scores_on_hand_made_maps():
     # the dssn strategy ranks the unsure, impure, unreliable region first and the confident reliable one last
     base = regions.REGION_STRATEGIES["dssn"]({"class_aware": ca, "region_relevance": rr, "impurity": imp}, x.cfg)
     assert int(np.argmax(base)) in (1, 3) and int(np.argmin(base)) == 0
+
+    # expected correction cost: 1 - p1 per pixel, averaged over the region
+    cost = regions.REGION_SCORES["expected_cost"](x, seg)
+    np.testing.assert_allclose(cost, [0.01, 0.6, 0.01, 0.4], atol=1e-5)
+    # dssn_cost: the same gain minus the standardised cost, so the dearest region (1) drops below region 3
+    v = {"class_aware": ca, "region_relevance": rr, "impurity": imp, "expected_cost": cost}
+    cost_aware = regions.REGION_STRATEGIES["dssn_cost"](v, x.cfg)
+    np.testing.assert_allclose(cost_aware, base - x.cfg.acquire.cost_weight * standardize01(cost), atol=1e-6)
+    assert cost_aware[3] > cost_aware[1] and regions.resolve_region("dssn_cost")[1][-1] == "expected_cost"
 
 
 def test_class_aware_region_score_uses_the_class_weights():

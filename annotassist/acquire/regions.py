@@ -116,6 +116,13 @@ def impurity(x: ScoreInput, seg: np.ndarray) -> np.ndarray:
     return purity * region_means(_entropy(x.probs).cpu().numpy(), seg, n)
 
 
+@register_score("expected_cost")
+def expected_cost(x: ScoreInput, seg: np.ndarray) -> np.ndarray:
+    """The share of the region's pixels the pre-annotation is expected to get wrong (mean 1 - p1): what a
+    person will repaint there. Not a gain: `dssn_cost` weighs the gain against it."""
+    return region_means((1 - x.probs.amax(dim=0)).cpu().numpy(), seg, _n(seg))
+
+
 @register_score("random")
 def random_regions(x: ScoreInput, seg: np.ndarray) -> np.ndarray:
     rng = np.random.default_rng([x.cfg.pool.seed, x.round, x.image_id, 29])
@@ -138,6 +145,14 @@ def dssn_regions(v: dict[str, np.ndarray], cfg) -> np.ndarray:
     ca = standardize01(v["class_aware"])
     rr = standardize01(v["region_relevance"]) if not np.isnan(v["region_relevance"]).all() else ca
     return a.alpha * ca + (1 - a.alpha) * rr + a.impurity_weight * standardize01(v["impurity"])
+
+
+@register_strategy("dssn_cost", needs=["class_aware", "region_relevance", "impurity", "expected_cost"])
+def dssn_cost_regions(v: dict[str, np.ndarray], cfg) -> np.ndarray:
+    """`dssn`'s region gain minus cost_weight x the standardised expected correction cost. On CamVid the plain
+    `dssn` regions cost 2.8x the pixels changed of random regions for +1.1 mIoU: they are the regions the
+    model gets wrong, which a person must repaint; this prefers informative regions that are cheap to check."""
+    return dssn_regions(v, cfg) - cfg.acquire.cost_weight * standardize01(v["expected_cost"])
 
 
 @register_strategy("random", needs=["random"])
