@@ -181,7 +181,8 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 def summarize(rows: list[dict], full_miou: float | None, pool_size: int) -> list[dict]:
     curves = _curves(rows)
     # the effort range every arm's curve covers: up to the smallest total effort of any arm and seed
-    upto = min(c[-1][0] for seeds in curves.values() for c in seeds.values()) or None
+    # (no arms: a reference-only run, `--seeds 0`)
+    upto = min((c[-1][0] for seeds in curves.values() for c in seeds.values()), default=0) or None
     target = full_miou * 100 * TARGET_SHARE if full_miou else None
     out = []
     for arm in dict.fromkeys(r["arm"] for r in rows):
@@ -211,8 +212,8 @@ def summarize(rows: list[dict], full_miou: float | None, pool_size: int) -> list
                "best_mIoU_at_10pct": float(np.mean(at10)),
                "pixels_corrected": float(np.mean(pix)), "regions_corrected": float(np.mean(regions)),
                "scratch_pixels": float(np.mean(scratch)),
-               # rows written before region mode lack these: NaN, not a crash on an old results file
-               "reviewed_share": float(np.mean([max(r.get("reviewed_share", np.nan) for r in mine if r["seed"] == k)
+               # rows written before region mode lack these: their labeled share, and no regions asked
+               "reviewed_share": float(np.mean([max(_reviewed_share(r, pool_size) for r in mine if r["seed"] == k)
                                                 for k in seeds])),
                "regions_reviewed": float(np.mean([max(r.get("regions_reviewed", 0) for r in mine if r["seed"] == k)
                                                   for k in seeds]))}

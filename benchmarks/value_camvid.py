@@ -88,22 +88,28 @@ def main(argv: list[str] | None = None) -> dict:
 
 def merge(paths: list[Path], out: Path, stem: str) -> dict:
     """One summary over arms measured in separate calls. They must share the protocol (dataset, profile, init,
-    budget, rounds, seeds); the fully supervised reference is taken from the first file that has one."""
+    budget, rounds, seeds); the fully supervised reference is taken from the LAST file that has one, so a
+    longer reference run on its own (`--seeds 0 --full-steps N`: no arms, only the model sizes must match) can
+    replace an earlier one."""
     parts = [json.loads(p.read_text()) for p in paths]
     keys = ("dataset", "pool_size", "backbone", "decoder", "max_iters", "image_scale")
-    for p, r in zip(paths[1:], parts[1:]):
-        differ = [k for k in keys if r.get(k) != parts[0].get(k)]
-        differ += [k for k in ("init", "budget", "rounds", "seeds", "profile") if r["plan"][k] != parts[0]["plan"][k]]
+    first = next((r for r in parts if r["rows"]), parts[0])
+    for p, r in zip(paths, parts):
+        differ = [k for k in keys if r.get(k) != first.get(k) and not (k == "pool_size" and not r["rows"])]
+        if r["rows"]:
+            differ += [k for k in ("init", "budget", "rounds", "seeds", "profile") if r["plan"][k] != first["plan"][k]]
         if differ:
             sys.exit(f"{p}: another protocol than {paths[0]} ({', '.join(differ)}); only runs of one protocol merge")
     rows = [row for r in parts for row in r["rows"]]
-    full = next((r["full_mIoU"] for r in parts if r.get("full_mIoU")), None)
-    summary = summarize(rows, full, parts[0]["pool_size"])
-    plan = parts[0]["plan"]
-    title = (f"{parts[0]['dataset']}: init {plan['init']}, +{plan['budget']}/round, {plan['rounds']} rounds, "
-             f"{plan['seeds']} seed(s), profile {plan['profile']} - {parts[0]['machine']}")
+    with_full = [r for r in parts if r.get("full_mIoU")]
+    full = with_full[-1]["full_mIoU"] if with_full else None
+    summary = summarize(rows, full, first["pool_size"])
+    plan = first["plan"]
+    title = (f"{first['dataset']}: init {plan['init']}, +{plan['budget']}/round, {plan['rounds']} rounds, "
+             f"{plan['seeds']} seed(s), profile {plan['profile']} - {first['machine']}")
     seconds = sum(r["seconds"] for r in parts)
-    result = {**parts[0], "summary": summary, "rows": rows, "seconds": seconds, "full_mIoU": full,
+    result = {**first, "summary": summary, "rows": rows, "seconds": seconds, "full_mIoU": full,
+              "full_steps": with_full[-1]["plan"].get("full_overrides") if with_full else None,
               "merged_from": [str(p) for p in paths],
               "arms": [a for r in parts for a in r["plan"]["arms"]]}
     out.mkdir(parents=True, exist_ok=True)

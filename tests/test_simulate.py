@@ -59,6 +59,10 @@ def test_region_arms_are_read_against_the_pixels_reviewed(tmp_path):
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_reference_only_run_has_an_empty_summary():
+    assert summarize([], full_miou=0.5, pool_size=100) == []
+
+
 def test_parse_arm():
     assert parse_arm("scratch=random:supervised:scratch") == Arm("scratch", "random", "supervised", False)
     assert parse_arm("dssn") == Arm("dssn", "dssn", "", True)
