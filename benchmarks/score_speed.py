@@ -45,7 +45,7 @@ def one_pool(n: int, size: int, scores: list[str], batch: int, workers: int, dev
         ws = Workspace.create(Path(tmp) / "ws", cfg, data)
         import_dataset(ws, progress=False)
         torch.manual_seed(0)
-        model, disc = build_model(cfg), RegionDiscriminator(cfg.num_classes)
+        model, disc = build_model(cfg), RegionDiscriminator(cfg.num_classes, cfg.region.width)
         round_ = ws.start_round("dssn")
         path = ws.round_dir(round_) / "model.pt"
         atomic_torch_save({"fingerprint": fingerprint(cfg), "model": model.state_dict(),

@@ -125,7 +125,9 @@ def child(spec: dict) -> dict:
     from annotassist.train.trainer import Trainer
 
     extra = [f"train.amp={'bf16' if spec['bf16'] else 'off'}", f"train.channels_last={spec['channels_last']}",
-             "train.max_iters=1000000"]  # the lr schedule must not run out while we measure
+             "train.max_iters=1000000",  # the lr schedule must not run out while we measure
+             # ...and with a million steps a warm-up share would make every measured step a supervised one
+             "dssn.warmup=0", "dssn.rampup=0"]
     cfg = shape_config(spec["shape"], spec["method"], spec["tiny"], extra + spec.get("set", []))
     lab, unl, _ = shape_data(spec["shape"], Path(spec["data"]), spec["labeled"], spec["tiny"])
     cuda = spec["device"].startswith("cuda")

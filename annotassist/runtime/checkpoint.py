@@ -84,6 +84,11 @@ def load(path: str | Path, cfg=None) -> dict:
     return ckpt
 
 
+def disc_width(state: dict) -> int:
+    """region.width of a saved discriminator: the output channels of its first conv."""
+    return int(state["features.0.weight"].shape[0])
+
+
 def load_model(path: str | Path, cfg, device: str | torch.device = "cpu"):
     """(model, discriminator or None) from a model.pt or checkpoint.pt, in eval mode."""
     import copy
@@ -98,7 +103,8 @@ def load_model(path: str | Path, cfg, device: str | torch.device = "cpu"):
     model.to(device).eval()
     disc = None
     if ckpt.get("discriminator") is not None:
-        disc = RegionDiscriminator(cfg.num_classes)
+        # sized from the checkpoint: a model trained before region.width changed still scores
+        disc = RegionDiscriminator(cfg.num_classes, disc_width(ckpt["discriminator"]))
         disc.load_state_dict(ckpt["discriminator"])
         disc.to(device).eval()
     return model, disc

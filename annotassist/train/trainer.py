@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ..data.cache import shared_cache
 from ..data.datasets import EvalDataset, SemiDataset
 from ..data.layouts import Sample
-from ..errors import TrainingError
+from ..errors import CheckpointError, TrainingError
 from ..models import RegionDiscriminator, build_model
 from ..runtime import threads
 from .. import faults
@@ -151,7 +151,7 @@ class Trainer:
             lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
         self.disc, self.disc_opt = None, None
         if cfg.region.enabled:
-            disc = RegionDiscriminator(cfg.num_classes).to(self.device)
+            disc = RegionDiscriminator(cfg.num_classes, cfg.region.width).to(self.device)
             if t.channels_last:
                 disc.to(memory_format=torch.channels_last)
             self.disc = nn.parallel.DistributedDataParallel(disc) if self.dist.world_size > 1 else disc
@@ -210,6 +210,11 @@ class Trainer:
         for k, v in self.extra.items():
             v.load_state_dict(state["extra"][k])
         if self.disc is not None and state["discriminator"] is not None:
+            saved = ckpt_io.disc_width(state["discriminator"])
+            if saved != self.cfg.region.width:
+                raise CheckpointError(f"{self.checkpoint_path}: its discriminator is {saved} wide and the config "
+                                      f"asks for region.width={self.cfg.region.width}; resume with "
+                                      f"--set region.width={saved}, or start the round over without --resume")
             unwrap(self.disc).load_state_dict(state["discriminator"])
             self.disc_opt.load_state_dict(state["disc_optimizer"])
         self.optimizer.load_state_dict(state["optimizer"])
