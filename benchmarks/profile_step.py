@@ -62,7 +62,8 @@ class Phases:
 
 
 def profile(shape: str, method: str, steps: int, warmup: int, labeled: int, overrides: list[str]) -> dict:
-    cfg = shape_config(shape, method, extra=overrides)
+    # a DSSN step, not the supervised warm-up the short recipe starts with
+    cfg = shape_config(shape, method, extra=["dssn.warmup=0", "dssn.rampup=0"] + overrides)
     ph = Phases()
     with tempfile.TemporaryDirectory() as tmp:
         lab, unl, val = shape_data(shape, Path(tmp) / "data", labeled)
