@@ -39,9 +39,10 @@ def main() -> None:
     import torch
 
     from annotassist.config import load_config
-    from annotassist.loop import LoopOptions, SimulatedAnnotator, _push, _score, _select, _train
+    from annotassist.annotate.annotators import SimulatedAnnotator
+    from annotassist.importer import create_workspace
+    from annotassist.loop import RunOptions, run_step
     from annotassist.runtime.threads import current_plan
-    from annotassist.workspace import Workspace
 
     cfg = load_config(ROOT / "configs" / "camvid.yaml", profile=args.profile or None, overrides=[
         f"pool.initial_labeled={args.labeled}", f"pool.seed={args.seed}", f"train.seed={args.seed}"] + args.overrides)
@@ -52,13 +53,14 @@ def main() -> None:
     times = {}
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.time()
-        ws = Workspace.create(Path(tmp) / "ws", cfg, CAMVID)
-        ws.sync_from_source(progress=False)
+        ws, _ = create_workspace(Path(tmp) / "ws", cfg, CAMVID, progress=False)
         times["init (not part of a round)"] = time.time() - t0
-        opts = LoopOptions(rounds=1, budget=cfg.acquire.budget, device=args.device, progress=False)
-        steps = {"train": lambda: _train(ws, cfg, 0, opts), "score": lambda: _score(ws, cfg, 0, opts),
-                 "select": lambda: _select(ws, cfg, 0, opts),
-                 "pre-annotate": lambda: _push(ws, cfg, 0, opts, SimulatedAnnotator(ws, opts))}
+        # the loop's own step function: each step begun and ended as it is in `annotassist loop`
+        opts = RunOptions(device=args.device, progress=False)
+        annotator = SimulatedAnnotator(ws)
+        steps = {name: (lambda step=step: run_step(ws, 0, step, opts, annotator, log=lambda *_: None))
+                 for name, step in (("train", "train"), ("score", "score"), ("select", "select"),
+                                    ("pre-annotate", "push"))}
         details = {}
         for name, fn in steps.items():
             t0 = time.time()

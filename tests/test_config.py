@@ -61,6 +61,10 @@ def test_cpu_profile_values_on_camvid():
     assert cfg.train.lr == 0.01
     assert cfg.acquire.num_workers == 1
     assert cfg.train.epochs == 80  # not in the profile
+    # the CPU profile's cheap shape; the published one stays the default for GPU recipes
+    assert (cfg.model.decoder, cfg.region.width, cfg.dssn.labeled_forward) == ("light", 32, "separate")
+    full = config_from_file("camvid")
+    assert (full.model.decoder, full.region.width, full.dssn.labeled_forward) == ("deeplabv3plus", 64, "joint")
 
 
 def test_set_overrides():
