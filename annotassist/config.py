@@ -184,7 +184,7 @@ class RegionConfig:
     enabled: bool = True
     lr: float = 1e-4
     # channels of its first conv (x2 per stride-2 layer): 64 as in RRN; at a 64 px crop on a CPU the 64-wide
-    # judge costs ~15% of a DSSN step, and 32 keeps its per-cell error about the same (configs/demo.yaml)
+    # judge costs ~15% of a DSSN step, so the demo and CamVid cpu use 32 (its effect on region scores unmeasured)
     width: int = 64
     # drop pseudo-labels in 16x16 cells whose reliability is below `threshold` from the unlabeled losses
     filter: bool = False

@@ -62,8 +62,7 @@ class Phases:
 
 
 def profile(shape: str, method: str, steps: int, warmup: int, labeled: int, overrides: list[str]) -> dict:
-    # a DSSN step, not the supervised warm-up the short recipe starts with
-    cfg = shape_config(shape, method, extra=["dssn.warmup=0", "dssn.rampup=0"] + overrides)
+    cfg = shape_config(shape, method, extra=overrides)
     ph = Phases()
     with tempfile.TemporaryDirectory() as tmp:
         lab, unl, val = shape_data(shape, Path(tmp) / "data", labeled)

@@ -82,7 +82,10 @@ def shape_config(shape: str, method: str, tiny: bool = False, extra: list[str] |
     from annotassist.config import load_config
 
     s = SHAPES[shape]
-    overrides = list(s.get("set", [])) + (TINY[shape] if tiny else []) + list(extra or [])
+    # a measured dssn step is a DSSN step: no warm-up share (with a long schedule it would make every measured
+    # step a supervised one)
+    overrides = list(s.get("set", [])) + (TINY[shape] if tiny else []) + ["dssn.warmup=0", "dssn.rampup=0"] + \
+        list(extra or [])
     cfg = load_config(ROOT / "configs" / s["config"], profile=s["profile"], overrides=overrides)
     cfg.train.method = method
     return cfg
@@ -127,9 +130,7 @@ def child(spec: dict) -> dict:
     from annotassist.train.trainer import Trainer
 
     extra = [f"train.amp={'bf16' if spec['bf16'] else 'off'}", f"train.channels_last={spec['channels_last']}",
-             "train.max_iters=1000000",  # the lr schedule must not run out while we measure
-             # ...and with a million steps a warm-up share would make every measured step a supervised one
-             "dssn.warmup=0", "dssn.rampup=0"]
+             "train.max_iters=1000000"]  # the lr schedule must not run out while we measure
     cfg = shape_config(spec["shape"], spec["method"], spec["tiny"], extra + spec.get("set", []))
     lab, unl, _ = shape_data(spec["shape"], Path(spec["data"]), spec["labeled"], spec["tiny"])
     cuda = spec["device"].startswith("cuda")
