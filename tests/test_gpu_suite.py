@@ -23,8 +23,8 @@ def test_gpu_suite_runs_its_parts_at_tiny_sizes(tmp_path):
     speed = suite["parts"]["train_speed"]["result"]
     combos = {(r["method"], r["precision"], r["channels_last"]) for r in speed["rows"]}
     assert combos == {(m, p, c) for m in ("supervised", "dssn") for p in ("fp32", "bf16") for c in (False, True)}
-    for r in speed["rows"]:
-        assert r["shape"] == "published" and r["backbone"] == "resnet101" and r["decoder"] == "deeplabv3plus"
+    for r in speed["rows"]:  # tiny: ResNet-50, the same code paths as ResNet-101 at half the weights
+        assert r["shape"] == "published" and r["backbone"] == "resnet50" and r["decoder"] == "deeplabv3plus"
         assert r["with_data_s"] > 0 and r["floor_s"] > 0 and r["ratio"] == r["with_data_s"] / r["floor_s"]
         assert "slowdown" not in r  # one GPU: no second copy
 
@@ -34,3 +34,15 @@ def test_gpu_suite_runs_its_parts_at_tiny_sizes(tmp_path):
     camvid = suite["parts"]["camvid_dssn"]["result"]
     assert camvid["method"] == "dssn" and camvid["steps"] == 2 and 0 <= camvid["mIoU"] <= 1
     assert camvid["labeled"] == 8
+
+
+def test_the_published_shape_is_the_released_one():
+    """What gpu.sh measures on a GPU (the tiny run above shrinks it): ResNet-101, DeepLabV3+, crop 513, 2+2."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from train_speed import shape_config
+
+    for method in ("supervised", "dssn"):
+        cfg = shape_config("published", method)
+        assert (cfg.model.backbone, cfg.model.decoder, cfg.train.crop_size, cfg.train.batch_size) == \
+            ("resnet101", "deeplabv3plus", 513, 2)
+        assert cfg.train.image_scale == 1.0 and cfg.train.method == method
