@@ -294,6 +294,19 @@ def voc_palette(n: int) -> list[tuple[int, int, int]]:
 # loading and validation
 
 
+# What a round on a CPU can afford, measured where the CPU profiles are (configs/camvid.yaml `cpu`, configs/demo.yaml;
+# README, Speed): the light decoder, a 32-wide region judge and the short-schedule DSSN recipe (train/dssn.py; the
+# released one keeps ~0-3% of pseudo-labels in a few hundred steps). `init --data` writes it into a CPU machine's
+# config; tests/test_config.py keeps the YAML profiles in step with it.
+CPU_RECIPE: dict[str, dict] = {
+    "model": {"decoder": "light"},
+    "region": {"width": 32},
+    "dssn": {"ema_decay": 0.99, "weighting": "additive", "labeled_batch_mult": 2, "labeled_forward": "separate",
+             "selection": "class_rank", "rank_keep": 0.5, "warmup": 0.2, "rampup": 0.3,
+             "class_balance": "inverse_freq", "class_balance_power": 0.5, "dist_align": True},
+}
+
+
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
     if origin is Literal:

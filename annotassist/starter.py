@@ -2,7 +2,8 @@
 
 It looks at the folder (which layout, how big the images are, how the masks encode the classes) and writes a
 config sized for this machine: on a CPU, EfficientNet-Lite0 with its offline ImageNet weights, images scaled so
-their short side is about 256 px, a few hundred steps a round; on a GPU, the published DeepLabV3+ ResNet-101
+their short side is about 256 px, a few hundred steps a round, the light decoder and the short-schedule DSSN
+recipe (config.CPU_RECIPE); on a GPU, the published DeepLabV3+ ResNet-101
 recipe. `hold_out` turns a share of the masked images into the evaluation set, written as list files in the
 workspace so the dataset folder is never touched.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .config import Config, from_dict
+from .config import CPU_RECIPE, Config, from_dict
 from .data.layouts import IMAGE_EXTS, read_split
 from .errors import AnnotassistError
 
@@ -80,10 +81,11 @@ def machine_recipe(short_side: int, has_gpu: bool) -> dict:
                           "lr": 0.002, "num_workers": 4}}
     scale = min(1.0, round(CPU_SHORT_SIDE / short_side, 2))
     crop = max(64, min(192, _multiple(short_side * scale, 32)))
-    return {"model": {"backbone": "efficientnet_lite0", "weights": "imagenet"},
+    return {"model": {"backbone": "efficientnet_lite0", "weights": "imagenet", **CPU_RECIPE["model"]},
+            "region": dict(CPU_RECIPE["region"]), "dssn": dict(CPU_RECIPE["dssn"]),
             "train": {"image_scale": scale, "crop_size": crop, "batch_size": 4, "max_iters": 300, "lr": 0.01,
                       "num_workers": 1, "eval_every": 1000},
-            "dssn": {"ema_decay": 0.99}, "acquire": {"num_workers": 1}}
+            "acquire": {"num_workers": 1}}
 
 
 def _multiple(v: float, k: int) -> int:

@@ -298,3 +298,32 @@ def test_dump_and_reload_round_trip(tmp_path):
     again = load_config(tmp_path / "out.yaml")
     assert again.to_dict() == cfg.to_dict()
     assert "source" not in cfg.to_dict()
+
+
+@pytest.mark.parametrize("name,profile", [("camvid", "cpu"), ("demo", None)])
+def test_the_cpu_profiles_use_the_one_cpu_recipe(name, profile):
+    """configs/*.yaml are self-contained files a user reads; config.CPU_RECIPE is what `init --data` writes on a
+    CPU. They must not drift apart."""
+    from annotassist.config import CPU_RECIPE
+
+    cfg = config_from_file(name, profile=profile)
+    for section, values in CPU_RECIPE.items():
+        for key, value in values.items():
+            assert getattr(getattr(cfg, section), key) == value, (name, profile, section, key)
+
+
+def test_the_starter_writes_the_cpu_recipe_on_a_cpu_and_the_published_one_on_a_gpu(tmp_path):
+    from annotassist.config import CPU_RECIPE
+    from annotassist.starter import starter_config
+    from conftest import make_thin_set
+
+    data = make_thin_set(tmp_path / "thin", n=6, masked=6, size=64)
+    cpu = starter_config(data, ["background", "vessel"], "thin", has_gpu=False)
+    assert cpu.model.backbone == "efficientnet_lite0"
+    for section, values in CPU_RECIPE.items():
+        for key, value in values.items():
+            assert getattr(getattr(cpu, section), key) == value, (section, key)
+    gpu = starter_config(data, ["background", "vessel"], "thin", has_gpu=True)
+    default = Config()
+    assert (gpu.model.backbone, gpu.model.decoder, gpu.region.width) == ("resnet101", "deeplabv3plus", 64)
+    assert gpu.dssn == default.dssn  # the released recipe
