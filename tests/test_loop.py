@@ -151,19 +151,6 @@ def test_full_disk_gives_a_clear_error_and_keeps_the_last_round(uninterrupted, t
 
 
 @pytest.mark.distributed
-def test_loop_trains_and_scores_under_torchrun(tmp_path):
-    """--gpus N runs training and scoring as N torchrun processes (gloo on CPU, NCCL on GPUs)."""
-    ws = tmp_path / "ws"
-    r = loop(ws, "--gpus", "2", rounds=1)
-    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
-    with Workspace(ws) as w:
-        assert [x["labeled_count"] for x in w.rounds()] == [4, 8]
-        assert all(x["status"] != "training" for x in w.rounds())
-        # both ranks' shards of the pool were scored and folded into the workspace
-        assert len(w.scores(0)) == 36
-        assert len(w.selections(0)) == 4
-
-
 def test_loop_waits_for_the_editor_and_goes_on_when_the_round_is_saved(tmp_path):
     """--annotator gradio: the loop opens the editor, waits, and trains the next round once every queued image
     is saved (here a person accepts each pre-annotation through the editor's own API)."""

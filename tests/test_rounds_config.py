@@ -105,7 +105,9 @@ def test_a_profile_chosen_at_creation_stays_for_the_next_plain_loop(tmp_path, sy
 
 
 @pytest.mark.distributed
-def test_torchrun_processes_train_with_the_stored_config(tmp_path):
+def test_torchrun_processes_train_and_score_with_the_stored_config(tmp_path):
+    """--gpus N runs training and scoring as N torchrun processes (gloo on CPU, NCCL on GPUs), and those
+    processes read the workspace's stored config, including a --set given to this later loop."""
     ws = tmp_path / "ws"
     r = tiny_loop(ws, "--rounds", "0")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -113,6 +115,9 @@ def test_torchrun_processes_train_with_the_stored_config(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     with Workspace(ws) as w:
         assert [x["status"] for x in w.rounds()] == ["selected", "selected"]  # the next queue is ready
+        assert [x["labeled_count"] for x in w.rounds()] == [4, 8]
+        # both ranks' shards of round 1's pool were scored and folded into the workspace
+        assert len(w.scores(1)) == 32 and len(w.selections(1)) == 4
         assert w.round_config(1).train.lr == 0.02 and w.round_config(1).to_dict() == w.config.to_dict()
         saved = torch.load(w.round_dir(1) / "model.pt", map_location="cpu", weights_only=False)
         assert saved["config"] == w.config.to_dict()
