@@ -15,6 +15,26 @@ from annotassist.data.synthetic import CLASSES, generate
 from annotassist.importer import import_dataset
 
 REPO = Path(__file__).resolve().parent.parent
+# tests whose module-scoped fixtures are costly stay together; every Label Studio test shares one server
+LABELSTUDIO_FILES = ("test_labelstudio.py", "test_labelstudio_backend.py", "test_labelstudio_regions.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into groups
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`--dist loadgroup`, scripts/test.sh): a file's tests run on one worker, so its module
+    fixtures are built once, and all Label Studio tests on one worker, so one server starts."""
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("labelstudio" if name in LABELSTUDIO_FILES else name))
+
+
+def pytest_configure(config):
+    """Each xdist worker's torch gets its share of the cores (the subprocesses tests start plan their own)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
 CONFIGS = REPO / "configs"
 # the shared data folder sits beside the checkout (CI clones beside it too)
 CAMVID = REPO.parent / "shared" / "data" / "camvid"

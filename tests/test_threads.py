@@ -84,6 +84,7 @@ def _burn_elsewhere(seconds: float) -> None:
     subprocess.run(["sh", "-c", cmd + " exit 0"], check=True)
 
 
+@pytest.mark.serial  # another test running beside it is foreign load
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="the governor reads /proc")
 def test_governor_lowers_threads_while_other_processes_are_busy_and_restores_them():
     import torch
