@@ -32,17 +32,23 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from annotassist.config import load_config  # noqa: E402
+from annotassist.config import CPU_RECIPE, Config, load_config  # noqa: E402
 from annotassist.data.layouts import Sample, read_list  # noqa: E402
 from annotassist.data.synthetic import generate  # noqa: E402
 from annotassist.report import table  # noqa: E402
 from annotassist.train.trainer import Trainer  # noqa: E402
 
+# the released recipe: configs/demo.yaml and CamVid's cpu profile now ship the short one (config.CPU_RECIPE), so
+# `released` sets back each key that recipe changes
+RELEASED = [f"dssn.{k}={str(getattr(Config().dssn, k)).lower() if isinstance(v, bool) else getattr(Config().dssn, k)}"
+            for k, v in CPU_RECIPE["dssn"].items()]
 # the short-schedule recipe, piece by piece (each list adds to the one before unless said otherwise)
 LABELED = ["dssn.weighting=additive", "dssn.labeled_batch_mult=2"]
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "supervised": ("supervised", []),
-    "released": ("dssn", []),
+    "released": ("dssn", RELEASED),
+    # the recipe the config (and its profile) ships: for demo and CamVid cpu, config.CPU_RECIPE
+    "shipped": ("dssn", []),
     # the labeled signal of the supervised baseline, the released unlabeled terms on top
     "labeled": ("dssn", LABELED),
     "labeled_w05": ("dssn", LABELED + ["dssn.unlabeled_weight=0.5"]),
@@ -168,6 +174,9 @@ def run(args) -> None:
 
 def summary(args) -> None:
     path = ROOT / "benchmarks" / "results" / f"dssn_short_{args.set_name}.json"
+    if not path.is_file():
+        sys.exit(f"no runs recorded for {args.set_name} yet ({path}): run one first, e.g. "
+                 f"python benchmarks/dssn_short.py --set-name {args.set_name} --variant supervised --seed 0")
     runs = json.loads(path.read_text())["runs"]
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
