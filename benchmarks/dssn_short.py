@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from annotassist.config import CPU_RECIPE, Config, load_config  # noqa: E402
-from annotassist.data.layouts import Sample, read_list  # noqa: E402
+from annotassist.data.layouts import Sample, read_list, read_source_mask  # noqa: E402
+from annotassist.data.masks import class_histogram  # noqa: E402
 from annotassist.data.synthetic import generate  # noqa: E402
 from annotassist.report import table  # noqa: E402
 from annotassist.train.trainer import Trainer  # noqa: E402
@@ -49,6 +50,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "released": ("dssn", RELEASED),
     # the recipe the config (and its profile) ships: for demo and CamVid cpu, config.CPU_RECIPE
     "shipped": ("dssn", []),
+    # the labeled loss weighed by class (what `init --data` turns on for a class under 5% of the pixels)
+    "supervised_bal": ("supervised", ["train.class_balance=balanced"]),
+    "shipped_bal": ("dssn", ["train.class_balance=balanced"]),
     # the labeled signal of the supervised baseline, the released unlabeled terms on top
     "labeled": ("dssn", LABELED),
     "labeled_w05": ("dssn", LABELED + ["dssn.unlabeled_weight=0.5"]),
@@ -151,7 +155,12 @@ def run(args) -> None:
     if (out / "log.jsonl").exists():
         (out / "log.jsonl").unlink()
     t0 = time.time()
-    res = Trainer(cfg, labeled, unlabeled, val, out, method=method, progress=args.progress).fit()
+    # the labeled pixels per class, as the loop and `train` give the Trainer (train.class_balance weighs by them)
+    pixels = np.zeros(cfg.num_classes, dtype=np.int64)
+    for s in labeled:
+        pixels += class_histogram(read_source_mask(s.mask, cfg), cfg.num_classes)
+    res = Trainer(cfg, labeled, unlabeled, val, out, method=method, progress=args.progress,
+                  class_pixels=pixels).fit()
     seconds = time.time() - t0
     m = res.metrics
     rec = {"variant": args.variant, "method": method, "overrides": overrides, "seed": args.seed,
