@@ -33,16 +33,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from annotassist.config import CPU_RECIPE, Config, load_config  # noqa: E402
-from annotassist.data.layouts import Sample, read_list, read_source_mask  # noqa: E402
-from annotassist.data.masks import class_histogram  # noqa: E402
+from annotassist.data.layouts import Sample, read_list  # noqa: E402
 from annotassist.data.synthetic import generate  # noqa: E402
 from annotassist.report import table  # noqa: E402
+from annotassist.train.run import labeled_class_pixels  # noqa: E402
 from annotassist.train.trainer import Trainer  # noqa: E402
 
 # the released recipe: configs/demo.yaml and CamVid's cpu profile now ship the short one (config.CPU_RECIPE), so
 # `released` sets back each key that recipe changes
-RELEASED = [f"dssn.{k}={str(getattr(Config().dssn, k)).lower() if isinstance(v, bool) else getattr(Config().dssn, k)}"
-            for k, v in CPU_RECIPE["dssn"].items()]
+RELEASED = [f"dssn.{k}={str(v).lower() if isinstance(v, bool) else v}"
+            for k, v in ((k, getattr(Config().dssn, k)) for k in CPU_RECIPE["dssn"])]
 # the short-schedule recipe, piece by piece (each list adds to the one before unless said otherwise)
 LABELED = ["dssn.weighting=additive", "dssn.labeled_batch_mult=2"]
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -156,11 +156,8 @@ def run(args) -> None:
         (out / "log.jsonl").unlink()
     t0 = time.time()
     # the labeled pixels per class, as the loop and `train` give the Trainer (train.class_balance weighs by them)
-    pixels = np.zeros(cfg.num_classes, dtype=np.int64)
-    for s in labeled:
-        pixels += class_histogram(read_source_mask(s.mask, cfg), cfg.num_classes)
     res = Trainer(cfg, labeled, unlabeled, val, out, method=method, progress=args.progress,
-                  class_pixels=pixels).fit()
+                  class_pixels=labeled_class_pixels(labeled, cfg)).fit()
     seconds = time.time() - t0
     m = res.metrics
     rec = {"variant": args.variant, "method": method, "overrides": overrides, "seed": args.seed,

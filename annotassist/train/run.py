@@ -16,6 +16,14 @@ from ..runtime.summary import training_line
 from .trainer import Trainer, TrainResult, class_coverage_warning
 
 
+
+def labeled_class_pixels(labeled, cfg) -> np.ndarray:
+    """Labeled pixels per class of list samples (what train.class_balance weighs the labeled loss by)."""
+    pixels = np.zeros(cfg.num_classes, dtype=np.int64)
+    for s in labeled:
+        pixels += class_histogram(read_source_mask(s.mask, cfg), cfg.num_classes)
+    return pixels
+
 def train_lists(cfg, labeled_list: Path, unlabeled_list: Path | None, val_list: Path | None, out: Path,
                 data_root: Path, *, method: str | None = None, resume: bool = False,
                 stop_after: int | None = None, device: str | None = None, progress: bool = True) -> TrainResult:
@@ -30,9 +38,7 @@ def train_lists(cfg, labeled_list: Path, unlabeled_list: Path | None, val_list: 
                              "\n  - ".join(str(p) for p in problems))
     pixels = None
     if (len(labeled) <= 2000 and dist_utils.is_main()) or cfg.train.class_balance != "none":
-        pixels = np.zeros(cfg.num_classes, dtype=np.int64)
-        for s in labeled:
-            pixels += class_histogram(read_source_mask(s.mask, cfg), cfg.num_classes)
+        pixels = labeled_class_pixels(labeled, cfg)
         warning = class_coverage_warning(pixels, cfg.dataset.classes)
         if warning and dist_utils.is_main():
             print(warning)
