@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], dest="overrides")
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    ap.add_argument("--name", default=None)
+    ap.add_argument("--name", default=None, help="results file stem (default camvid_round_<profile>)")
     args = ap.parse_args()
     import torch
 
@@ -75,7 +75,8 @@ def main() -> None:
           f"{metrics['seconds'] / metrics['steps']:.2f} s/step)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = args.name or f"camvid_round_{args.profile or 'full'}.json"
+    name = args.name or f"camvid_round_{args.profile or 'full'}"
+    name = name if name.endswith(".json") else name + ".json"
     (out / name).write_text(json.dumps({
         "machine": machine_name(args.device or ("cuda" if torch.cuda.is_available() else "cpu")),
         "torch": torch.__version__, "threads": plan.describe(), "profile": args.profile, "labeled": args.labeled,

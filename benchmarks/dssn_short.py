@@ -36,7 +36,6 @@ from annotassist.config import CPU_RECIPE, Config, load_config  # noqa: E402
 from annotassist.data.layouts import Sample, read_list  # noqa: E402
 from annotassist.data.synthetic import generate  # noqa: E402
 from annotassist.report import table  # noqa: E402
-from annotassist.train.run import labeled_class_pixels  # noqa: E402
 from annotassist.train.trainer import Trainer  # noqa: E402
 
 # the released recipe: configs/demo.yaml and CamVid's cpu profile now ship the short one (config.CPU_RECIPE), so
@@ -50,9 +49,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "released": ("dssn", RELEASED),
     # the recipe the config (and its profile) ships: for demo and CamVid cpu, config.CPU_RECIPE
     "shipped": ("dssn", []),
-    # the labeled loss weighed by class (what `init --data` turns on for a class under 5% of the pixels)
-    "supervised_bal": ("supervised", ["train.class_balance=balanced"]),
-    "shipped_bal": ("dssn", ["train.class_balance=balanced"]),
+    # the labeled loss not weighed by class (CamVid's cpu profile weighs it: train.class_balance=balanced)
+    "supervised_unbalanced": ("supervised", ["train.class_balance=none"]),
+    "shipped_unbalanced": ("dssn", ["train.class_balance=none"]),
     # the labeled signal of the supervised baseline, the released unlabeled terms on top
     "labeled": ("dssn", LABELED),
     "labeled_w05": ("dssn", LABELED + ["dssn.unlabeled_weight=0.5"]),
@@ -155,9 +154,7 @@ def run(args) -> None:
     if (out / "log.jsonl").exists():
         (out / "log.jsonl").unlink()
     t0 = time.time()
-    # the labeled pixels per class, as the loop and `train` give the Trainer (train.class_balance weighs by them)
-    res = Trainer(cfg, labeled, unlabeled, val, out, method=method, progress=args.progress,
-                  class_pixels=labeled_class_pixels(labeled, cfg)).fit()
+    res = Trainer(cfg, labeled, unlabeled, val, out, method=method, progress=args.progress).fit()
     seconds = time.time() - t0
     m = res.metrics
     rec = {"variant": args.variant, "method": method, "overrides": overrides, "seed": args.seed,
