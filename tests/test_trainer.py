@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from annotassist.data.layouts import read_list
 from annotassist.errors import CheckpointError, TrainingError, WeightsError
@@ -247,3 +248,19 @@ def test_resnet_weights_from_a_path_and_output_strides(tmp_path):
     assert low.shape[-1] == 16 and high.shape[-1] == 4  # strides 4 and 16
     _, high8 = build_backbone("resnet50", 8, "none")(x)
     assert high8.shape[-1] == 8
+
+
+def test_class_balance_counts_the_labeled_pixels_when_the_caller_gives_none(splits, tmp_path):
+    # a caller that forgets class_pixels must not silently train unweighted (benchmarks once did)
+    from annotassist.train.losses import labeled_criterion
+    from annotassist.train.trainer import labeled_class_pixels
+
+    cfg = make_config(SMALL + ["train.max_iters=1", "train.method=supervised", "train.class_balance=balanced"])
+    trainer = _trainer(cfg, splits, tmp_path / "run")
+    pixels = labeled_class_pixels(splits[0], cfg)
+    assert pixels.sum() == sum(np.asarray(Image.open(s.mask)).size for s in splits[0])  # synthetic masks: no ignore
+    logits = torch.randn(2, cfg.num_classes, 8, 8)
+    target = torch.randint(0, cfg.num_classes, (2, 8, 8))
+    weighted = labeled_criterion(cfg.train, pixels)(logits, target)
+    assert torch.allclose(trainer.criterion(logits, target), weighted)
+    assert not torch.allclose(labeled_criterion(cfg.train)(logits, target), weighted)  # the weights matter here

@@ -8,21 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.layouts import read_list, read_source_mask
-from ..data.masks import class_histogram
+from ..data.layouts import read_list
 from ..errors import WorkspaceError
 from ..runtime import distributed as dist_utils
 from ..runtime.summary import training_line
-from .trainer import Trainer, TrainResult, class_coverage_warning
+from .trainer import Trainer, TrainResult, class_coverage_warning, labeled_class_pixels
 
 
-
-def labeled_class_pixels(labeled, cfg) -> np.ndarray:
-    """Labeled pixels per class of list samples (what train.class_balance weighs the labeled loss by)."""
-    pixels = np.zeros(cfg.num_classes, dtype=np.int64)
-    for s in labeled:
-        pixels += class_histogram(read_source_mask(s.mask, cfg), cfg.num_classes)
-    return pixels
 
 def train_lists(cfg, labeled_list: Path, unlabeled_list: Path | None, val_list: Path | None, out: Path,
                 data_root: Path, *, method: str | None = None, resume: bool = False,

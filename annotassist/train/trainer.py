@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from ..data.cache import shared_cache
 from ..data.datasets import EvalDataset, SemiDataset
-from ..data.layouts import Sample
+from ..data.layouts import Sample, read_source_mask
+from ..data.masks import class_histogram
 from ..errors import CheckpointError, TrainingError
 from ..models import RegionDiscriminator, build_model
 from ..runtime import threads
@@ -93,6 +94,15 @@ def class_coverage_warning(class_pixels: np.ndarray, class_names: list[str]) -> 
             "pseudo-labels (it rarely does): label an image that shows them")
 
 
+def labeled_class_pixels(labeled: list[Sample], cfg) -> np.ndarray:
+    """Labeled pixels per class of samples whose masks are the dataset's own files (split lists); a workspace
+    counts its pool's in SQL (Workspace.class_pixels). train.class_balance weighs the labeled loss by these."""
+    pixels = np.zeros(cfg.num_classes, dtype=np.int64)
+    for s in labeled:
+        pixels += class_histogram(read_source_mask(s.mask, cfg), cfg.num_classes)
+    return pixels
+
+
 class Trainer:
     def __init__(self, cfg, labeled: list[Sample], unlabeled: list[Sample], val: list[Sample],
                  run_dir: str | Path, *, method: str | None = None, resume: bool = False,
@@ -156,6 +166,9 @@ class Trainer:
                 disc.to(memory_format=torch.channels_last)
             self.disc = nn.parallel.DistributedDataParallel(disc) if self.dist.world_size > 1 else disc
             self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.region.lr, betas=(0.9, 0.99))
+        if t.class_balance != "none" and class_pixels is None:
+            # a weighting that silently fell off would change the model without a word: count them here
+            class_pixels = labeled_class_pixels(labeled, cfg)
         self.criterion = labeled_criterion(t, class_pixels, self.device)
 
         self.cache = shared_cache(t.decode_cache_mb)
