@@ -6,14 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from ..data.layouts import read_list
 from ..errors import WorkspaceError
 from ..runtime import distributed as dist_utils
 from ..runtime.summary import training_line
 from .trainer import Trainer, TrainResult, class_coverage_warning, labeled_class_pixels
-
 
 
 def train_lists(cfg, labeled_list: Path, unlabeled_list: Path | None, val_list: Path | None, out: Path,
