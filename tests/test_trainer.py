@@ -14,7 +14,8 @@ from PIL import Image
 
 from annotassist.data.layouts import read_list
 from annotassist.errors import CheckpointError, TrainingError, WeightsError
-from annotassist.train.trainer import Trainer
+from annotassist.train.losses import labeled_criterion
+from annotassist.train.trainer import Trainer, labeled_class_pixels
 
 from conftest import REPO, list_config_dict, make_config, write_yaml
 
@@ -252,9 +253,6 @@ def test_resnet_weights_from_a_path_and_output_strides(tmp_path):
 
 def test_class_balance_counts_the_labeled_pixels_when_the_caller_gives_none(splits, tmp_path):
     # a caller that forgets class_pixels must not silently train unweighted (benchmarks once did)
-    from annotassist.train.losses import labeled_criterion
-    from annotassist.train.trainer import labeled_class_pixels
-
     cfg = make_config(SMALL + ["train.max_iters=1", "train.method=supervised", "train.class_balance=balanced"])
     trainer = _trainer(cfg, splits, tmp_path / "run")
     pixels = labeled_class_pixels(splits[0], cfg)

@@ -25,11 +25,11 @@ def train_lists(cfg, labeled_list: Path, unlabeled_list: Path | None, val_list: 
     if problems:
         raise WorkspaceError(f"{labeled_list}: {len(problems)} problem(s):\n  - " +
                              "\n  - ".join(str(p) for p in problems))
-    pixels = None
-    if (len(labeled) <= 2000 and dist_utils.is_main()) or cfg.train.class_balance != "none":
+    pixels = None  # the Trainer counts them itself where train.class_balance needs them
+    if len(labeled) <= 2000 and dist_utils.is_main():
         pixels = labeled_class_pixels(labeled, cfg)
         warning = class_coverage_warning(pixels, cfg.dataset.classes)
-        if warning and dist_utils.is_main():
+        if warning:
             print(warning)
     trainer = Trainer(cfg, labeled, unlabeled, val, out, method=method, resume=resume, device=device,
                       progress=progress, class_pixels=pixels)
