@@ -1,0 +1,64 @@
+"""scripts/test.sh counts on `--dist loadgroup` keeping a file's tests on one worker (its module fixtures, such as
+a whole tiny loop, are built once) and every Label Studio test on one worker (one server starts). With pytest 9
+and pytest-xdist 3.8 that silently stopped: each group split across the workers. This runs the repository's
+grouping hook on two workers over a throwaway suite and checks where the tests ran."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import defaultdict
+
+from conftest import LABELSTUDIO_FILES, REPO
+
+HOOK = f"""
+import importlib.util
+spec = importlib.util.spec_from_file_location("repo_conftest", {str(REPO / "tests" / "conftest.py")!r})
+repo = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(repo)
+pytest_collection_modifyitems = repo.pytest_collection_modifyitems
+"""
+
+MODULE = """
+import os
+import pytest
+
+def note(what):
+    with open({log!r}, "a") as f:
+        f.write(f"{{what}} {{__name__}} {{os.environ.get('PYTEST_XDIST_WORKER')}}\\n")
+
+@pytest.fixture(scope="module")
+def built_once():
+    note("setup")
+
+@pytest.mark.parametrize("k", range(4))
+def test_uses_it(built_once, k):
+    note("test")
+"""
+
+
+def test_a_files_tests_and_the_label_studio_files_each_stay_on_one_worker(tmp_path):
+    log = tmp_path / "log.txt"
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "conftest.py").write_text(HOOK)
+    names = ["test_one.py", "test_two.py", "test_three.py", *LABELSTUDIO_FILES[:2]]
+    for name in names:
+        (suite / name).write_text(MODULE.format(log=str(log)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}  # not this run's worker
+    env["PYTHONPATH"] = str(REPO)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "--dist",
+                        "loadgroup", str(suite)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env=env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    workers, setups = defaultdict(set), defaultdict(int)
+    for line in log.read_text().splitlines():
+        what, module, worker = line.split()
+        workers[module].add(worker)
+        setups[module] += what == "setup"
+    modules = [n[:-3] for n in names]
+    assert sorted(workers) == sorted(modules)
+    assert all(len(workers[m]) == 1 for m in modules), dict(workers)  # a file's tests on one worker
+    assert all(setups[m] == 1 for m in modules), dict(setups)  # its module fixture built once
+    ls = [n[:-3] for n in LABELSTUDIO_FILES[:2]]
+    assert workers[ls[0]] == workers[ls[1]]  # the Label Studio files together: one server
