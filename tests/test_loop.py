@@ -1,6 +1,6 @@
 """`annotassist loop`: rounds end to end, killed (SIGKILL) in every step and rerun, a lock, a full disk.
 
-The loop runs in a subprocess with a tiny model (32 px images, Lite0 without weights, 12 steps a round), so a
+The loop runs in a subprocess with a tiny model (32 px images, Lite0 without weights, 7 steps a round), so a
 whole 2-round loop takes seconds. Kills land at named points (annotassist/faults.py): the process SIGKILLs
 itself there, which is a kill with no clean-up, at a moment the test chooses.
 """
@@ -23,7 +23,7 @@ from annotassist.workspace import Workspace
 
 from conftest import REPO
 
-TINY = ["synthetic.num_pool=40", "synthetic.num_val=10", "synthetic.size=32", "train.max_iters=12",
+TINY = ["synthetic.num_pool=24", "synthetic.num_val=10", "synthetic.size=32", "train.max_iters=7",
         "train.crop_size=32", "train.batch_size=4", "model.weights=none", "pool.initial_labeled=4",
         "train.num_workers=0", "acquire.num_workers=0", "acquire.batch_size=4", "train.eval_every=0",
         "train.adaptive_threads=false"]  # bit-exact reruns need a thread count that does not follow the load
@@ -93,8 +93,9 @@ def test_loop_runs_rounds_end_to_end(uninterrupted):
 
 def test_killed_in_every_step_then_rerun_equals_an_uninterrupted_run(uninterrupted, tmp_path):
     ws = tmp_path / "ws"
-    # each kill fires the first time the loop reaches it after the rerun; 9 steps make an epoch here
-    kills = ["train.step:10",   # after the epoch-end checkpoint at step 9: training continues from it
+    # each kill fires the first time the loop reaches it after the rerun; 5 steps make an epoch here (20 unlabeled
+    # images, 4 a batch), 4 in round 1
+    kills = ["train.step:6",    # after the epoch-end checkpoint at step 5: training continues from it
              "score.batch:3",   # mid-way through scoring the pool
              "push.image:2",    # pseudo-masks half stored
              "pull.image:2",    # corrections half pulled

@@ -15,7 +15,7 @@ from annotassist.workspace import Workspace
 
 from conftest import REPO, list_config_dict, write_yaml
 
-TINY = ["synthetic.num_pool=40", "synthetic.num_val=10", "synthetic.size=32", "train.max_iters=12",
+TINY = ["synthetic.num_pool=24", "synthetic.num_val=10", "synthetic.size=32", "train.max_iters=7",
         "train.crop_size=32", "train.batch_size=4", "model.weights=none", "pool.initial_labeled=4",
         "train.num_workers=0", "acquire.num_workers=0", "acquire.batch_size=4", "train.eval_every=0"]
 
@@ -52,9 +52,9 @@ def test_a_set_on_a_later_loop_is_stored_and_reaches_the_annotator(tmp_path):
 
 def test_a_round_resumed_with_other_training_settings_is_refused_then_restarted(tmp_path):
     ws = tmp_path / "ws"
-    r = tiny_loop(ws, "--rounds", "0", env_extra={"ANNOTASSIST_KILL_AT": "train.step:10"})
+    r = tiny_loop(ws, "--rounds", "0", env_extra={"ANNOTASSIST_KILL_AT": "train.step:6"})
     assert r.returncode == -9
-    # round 0 checkpointed at the end of its first epoch (9 steps); now the crop changes
+    # round 0 checkpointed at the end of its first epoch (5 steps); now the crop changes
     r = tiny_loop(ws, "--rounds", "0", "--set", "train.crop_size=40")
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
     assert "train.crop_size: 32 -> 40" in r.stderr and "--restart-round" in r.stderr and "Traceback" not in r.stderr
@@ -117,7 +117,7 @@ def test_torchrun_processes_train_and_score_with_the_stored_config(tmp_path):
         assert [x["status"] for x in w.rounds()] == ["selected", "selected"]  # the next queue is ready
         assert [x["labeled_count"] for x in w.rounds()] == [4, 8]
         # both ranks' shards of round 1's pool were scored and folded into the workspace
-        assert len(w.scores(1)) == 32 and len(w.selections(1)) == 4
+        assert len(w.scores(1)) == 16 and len(w.selections(1)) == 4  # 24 - 8 labeled
         assert w.round_config(1).train.lr == 0.02 and w.round_config(1).to_dict() == w.config.to_dict()
         saved = torch.load(w.round_dir(1) / "model.pt", map_location="cpu", weights_only=False)
         assert saved["config"] == w.config.to_dict()
