@@ -23,8 +23,8 @@ def test_gpu_suite_runs_its_parts_at_tiny_sizes(tmp_path):
     speed = suite["parts"]["train_speed"]["result"]
     combos = {(r["method"], r["precision"], r["channels_last"]) for r in speed["rows"]}
     assert combos == {(m, p, c) for m in ("supervised", "dssn") for p in ("fp32", "bf16") for c in (False, True)}
-    for r in speed["rows"]:  # tiny: ResNet-50, the same code paths as ResNet-101 at half the weights
-        assert r["shape"] == "published" and r["backbone"] == "resnet50" and r["decoder"] == "deeplabv3plus"
+    for r in speed["rows"]:  # tiny: Lite0 under the published decoder (bf16 is emulated on a CPU: ResNets take minutes)
+        assert r["shape"] == "published" and r["backbone"] == "efficientnet_lite0" and r["decoder"] == "deeplabv3plus"
         assert r["with_data_s"] > 0 and r["floor_s"] > 0 and r["ratio"] == r["with_data_s"] / r["floor_s"]
         assert "slowdown" not in r  # one GPU: no second copy
 
