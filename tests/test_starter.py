@@ -42,6 +42,7 @@ def test_grayscale_binary_masks_with_a_held_out_share(thin_dir, tmp_path):
         assert set(np.unique(label).tolist()) == {0, 1} and 0 < (label == 1).mean() < 0.3
         if cfg.model.backbone == "efficientnet_lite0":  # a CPU machine: sized for it
             assert cfg.train.max_iters > 0 and cfg.train.crop_size <= 192 and cfg.train.image_scale <= 1
+            assert cfg.train.method == "supervised" and cfg.dssn.selection == "class_rank"  # DSSN's: one --set away
     assert sorted(p.name for p in thin_dir.rglob("*")) == before  # the dataset folder is untouched
 
 
@@ -62,13 +63,13 @@ def test_starter_errors_name_the_fix(thin_dir, tmp_path):
 def test_a_first_cpu_round_learns_the_thin_class(thin_dir, tmp_path):
     """The issue's user: grayscale images, thin foreground, the CPU settings a laptop affords. With the config
     `init` writes (class-balanced labeled loss: the vessels are ~3% of the pixels), the first round's model finds
-    the vessels and its pre-annotations are not one colour. Supervised training and 60 steps keep the test short;
-    DSSN's labeled loss is weighed the same way."""
+    the vessels and its pre-annotations are not one colour. The CPU recipe trains supervised; 60 steps keep the
+    test short; DSSN's labeled loss is weighed the same way."""
     ws = tmp_path / "ws"
     r = run("init", "--data", thin_dir, "--classes", "background,vessel", "--val-share", "0.2", "--workspace", ws,
             cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    r = run("loop", "--project", ws, "--rounds", "0", "--device", "cpu", "--set", "train.method=supervised",
+    r = run("loop", "--project", ws, "--rounds", "0", "--device", "cpu",
             "--set", "train.max_iters=60", "--set", "train.crop_size=96", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     with Workspace(ws) as w:
