@@ -13,13 +13,9 @@ workers=${TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}
 if [ "$workers" -le 1 ]; then
   exec "$VENV/bin/python" -m pytest tests "$@"
 fi
-# Each worker's tests start CPU-heavy subprocesses (tiny training rounds, servers): at torch's default every one
-# of them takes all the cores, and the workers' threads fight for them (measured: tests/test_loop.py on 2 workers,
-# 2 cores, 189 s with the default, 130 s with one thread each). So the cores are split between the workers,
-# unless the caller chose OMP_NUM_THREADS; the serial pass below keeps the machine's own choice.
-per_worker=$(( cores / workers > 0 ? cores / workers : 1 ))
+# tests/conftest.py gives each worker (and the subprocesses its tests start) its share of the cores.
 rc=0
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-$per_worker} "$VENV/bin/python" -m pytest tests -n "$workers" --dist loadgroup -m "not serial" "$@" || rc=$?
+"$VENV/bin/python" -m pytest tests -n "$workers" --dist loadgroup -m "not serial" "$@" || rc=$?
 serial=0
 "$VENV/bin/python" -m pytest tests -m serial "$@" || serial=$?
 [ "$serial" -eq 5 ] && serial=0  # 5: no serial test among those asked for

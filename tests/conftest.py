@@ -29,12 +29,17 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_configure(config):
-    """Each xdist worker's torch gets its share of the cores (the subprocesses tests start plan their own)."""
+    """Each xdist worker gets its share of the cores, and so do the CPU-heavy subprocesses its tests start
+    (tiny training rounds, servers), which inherit OMP_NUM_THREADS: at torch's default every one of them takes
+    all the cores and the workers' threads fight (measured: tests/test_loop.py on 2 workers, 2 cores, 189 s
+    with the default, 130 s with one thread each). A caller's own OMP_NUM_THREADS wins."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         import torch
 
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
+        share = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ.setdefault("OMP_NUM_THREADS", str(share))
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 CONFIGS = REPO / "configs"
 # the shared data folder sits beside the checkout (CI clones beside it too)
 CAMVID = REPO.parent / "shared" / "data" / "camvid"

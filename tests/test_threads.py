@@ -86,8 +86,10 @@ def _burn_elsewhere(seconds: float) -> None:
 
 @pytest.mark.serial  # another test running beside it is foreign load
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="the governor reads /proc")
-def test_governor_lowers_threads_while_other_processes_are_busy_and_restores_them():
+def test_governor_lowers_threads_while_other_processes_are_busy_and_restores_them(monkeypatch):
     import torch
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # a user's choice turns the governor off; not here
 
     plan = plan_threads(os.sched_getaffinity(0), 0)
     if plan.torch_threads < 2:
