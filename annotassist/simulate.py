@@ -9,9 +9,12 @@ method, and whether the person corrects pre-annotations or draws from scratch:
     dssn      the dssn selection, DSSN, pre-annotations corrected     ... (any registered strategy)
 
 For each seed: a random initial labeled set and one round-0 model per training method, shared by the arms
-that use it. R rounds of +B images. Optionally a fully labeled reference (the ceiling). Reported, with the
-mean and spread over seeds: mIoU per round against labeled images and against cumulative effort, the effort
-each arm needs to reach 90% of the reference's mIoU, and the area under mIoU against effort.
+that use it. R rounds of +B images. A no-assistant arm whose assisted twin (same selection, method and unit) is
+in the plan is not run again: the simulated person hands back the same masks either way, so the twin's images
+and models are its own, and only its effort (drawing every label) is read differently. Optionally a fully
+labeled reference (the ceiling). Reported, with the mean and spread over seeds: mIoU per round against labeled
+images and against cumulative effort, the effort each arm needs to reach 90% of the reference's mIoU, and the
+area under mIoU against effort.
 
     <out>/seed<k>/base-<method>/   the seed's workspace after round 0, per method
     <out>/seed<k>/<arm>/           each arm's workspace (a copy of its base, then its own rounds)
@@ -34,6 +37,8 @@ import numpy as np
 import torch
 
 from .acquire.strategies import resolve
+from .data.masks import read_mask
+from .effort import drawing_effort
 from .importer import create_workspace
 from .loop import RunOptions, run_loop
 from .report import round_rows, table
@@ -80,6 +85,7 @@ class SimulationPlan:
     arms: list[Arm] = field(default_factory=list)
     unit: str = "image"  # every arm's unit unless the arm says otherwise
     region_budget: int | None = None  # regions per round in region arms (None: acquire.region_budget)
+    share_drawn: bool = True  # a no-assistant arm with an assisted twin is read from the twin, not run again
 
     def all_arms(self) -> list[Arm]:
         return self.arms or [Arm(s, s) for s in self.strategies]
@@ -106,9 +112,11 @@ def _copy_workspace(src: Path, dst: Path, overrides: list[str]) -> None:
         ws.apply_config(overrides=overrides, why="simulate")
 
 
-def _rows(arm: Arm, seed: int, ws_path: Path, pool_size: int) -> list[dict]:
+def _rows(arm: Arm, seed: int, ws_path: Path, pool_size: int, drawn: bool = False) -> list[dict]:
     """One row per trained round, with the effort spent on the labels that round trained on (everything the
-    person changed in the rounds before it) and what drawing those labels from scratch would have cost."""
+    person changed in the rounds before it) and what drawing those labels from scratch would have cost.
+    `drawn`: read an assisted arm's workspace as its no-assistant twin would have spent it, every label drawn
+    from scratch (`drawing_effort`): the same images and models, another effort."""
     out, pixels, regions, scratch, asked = [], 0, 0, 0, 0
     with Workspace(ws_path) as ws:
         pool_px = sum(i.width * i.height for i in ws.images("pool"))
@@ -124,11 +132,34 @@ def _rows(arm: Arm, seed: int, ws_path: Path, pool_size: int) -> list[dict]:
                         "reviewed_share": (initial + scratch) / max(1, pool_px), "unit": arm.unit or "image",
                         "train_seconds": (info["metrics"] or {}).get("seconds")})
             if r["corrected"]:
-                pixels += r["pixels_changed"]
-                regions += r["regions_changed"]
+                pixels += r["scratch_pixels"] if drawn else r["pixels_changed"]
+                regions += _drawing_regions(ws, r["round"]) if drawn else r["regions_changed"]
                 scratch += r["scratch_pixels"]
                 asked += r["regions_reviewed"]
     return out
+
+
+def _drawing_regions(ws: Workspace, round_: int) -> int:
+    """The connected regions a person draws to label the images of `round_` from scratch."""
+    total = 0
+    for image_id, *_ in ws.selections(round_):
+        for m in ws.masks(image_id, "human"):
+            if m.round == round_:
+                total += drawing_effort(read_mask(m.path, ws.config.num_classes)).regions
+    return total
+
+
+def _drawn_twin(arm: Arm, arms: list[Arm], method: str) -> Arm | None:
+    """The assisted arm a no-assistant arm can be read from instead of being run: the same selection, method
+    and unit. The simulated person hands back the dataset's masks either way, so both arms label the same
+    images and train the same models; only the effort differs (on a CPU the two runs matched bit for bit)."""
+    if arm.pre_annotate or arm.unit == "region":
+        return None
+
+    def key(a: Arm) -> tuple:
+        return a.strategy, a.method or method, a.unit
+
+    return next((a for a in arms if a.pre_annotate and key(a) == key(arm)), None)
 
 
 # -- reading the curves ----------------------------------------------------------------------------------------
@@ -335,6 +366,9 @@ def simulate(cfg, plan: SimulationPlan, out: str | Path, data_root: Path, log=pr
                     f"({ws.count('pool', 'labeled')} labeled)")
             run_loop(base_dir, run, log=_quiet)  # loop.rounds = 0: round 0's model, shared by the method's arms
         for a in arms:
+            twin = _drawn_twin(a, arms, cfg.train.method) if plan.share_drawn else None
+            if twin is not None:
+                continue  # read from its twin's workspace below
             method = a.method or cfg.train.method
             aws = out / f"seed{seed}" / a.name
             _copy_workspace(out / f"seed{seed}" / f"base-{method}", aws,
@@ -352,6 +386,15 @@ def simulate(cfg, plan: SimulationPlan, out: str | Path, data_root: Path, log=pr
                 for r in mine) + (" (pool px reviewed: mIoU %)" if region else " (labeled: mIoU %)") + f"; effort {mine[-1]['pixels_corrected'] / 1e3:.0f}k px; reviewed "
                 f"{mine[-1]['reviewed_share'] * 100:.1f}% of the pool's pixels; "
                 f"{(time.time() - t0) / 60:.1f} min")
+        for a in arms:
+            twin = _drawn_twin(a, arms, cfg.train.method) if plan.share_drawn else None
+            if twin is not None:
+                mine = _rows(a, seed, out / f"seed{seed}" / twin.name, pool_size, drawn=True)
+                rows += mine
+                log(f"  {a.name:>10} seed {seed}: the images and models of {twin.name}, drawn from scratch; "
+                    f"effort {mine[-1]['pixels_corrected'] / 1e3:.0f}k px")
+    order = {a.name: k for k, a in enumerate(arms)}  # the plan's order, whichever arm ran first
+    rows.sort(key=lambda r: (order[r["arm"]], r["seed"], r["round"]))
     full_miou = None
     if plan.full:
         fcfg = copy.deepcopy(cfg)

@@ -8,7 +8,7 @@ from annotassist.simulate import (Arm, SimulationPlan, effort_auc, effort_to_rea
 
 from conftest import make_config
 
-TINY = ["train.crop_size=32", "train.batch_size=2", "model.weights=none", "train.num_workers=0",
+TINY = ["model.backbone=efficientnet_lite0", "model.decoder=light", "train.crop_size=32", "train.batch_size=2", "model.weights=none", "train.num_workers=0",
         "train.max_iters=2", "train.eval_every=0", "acquire.num_workers=0", "acquire.batch_size=4"]
 
 
@@ -83,3 +83,20 @@ def test_arms_on_the_tiny_set(synth_dir, tmp_path):
     assert 0 < dssn["pixels_corrected"] <= dssn["scratch_pixels"]
     assert (tmp_path / "sim" / "seed0" / "base-supervised").is_dir()
     assert (tmp_path / "sim" / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_no_assistant_arm_read_from_its_assisted_twin_equals_running_it(synth_dir, tmp_path):
+    """The no-assistant arm labels the same images and trains the same models as random selection with
+    pre-annotations; read from that arm's workspace (no second run) it must match a real run of it: the same
+    mIoU, and the from-scratch effort (every labeled pixel, the regions drawing them takes)."""
+    cfg = make_config(TINY, initial_labeled=4)
+    arms = "scratch=random:supervised:scratch", "random=random:supervised"
+    ran, read = (simulate(cfg, SimulationPlan(init=4, budget=3, rounds=2, seeds=1, arms=[parse_arm(a) for a in arms],
+                                              share_drawn=share), tmp_path / str(share), synth_dir, log=lambda *a: None)
+                 for share in (False, True))
+    assert (tmp_path / "False" / "seed0" / "scratch").is_dir() and not (tmp_path / "True" / "seed0" / "scratch").exists()
+    keys = ("arm", "round", "labeled", "mIoU", "pixels_corrected", "regions_corrected", "scratch_pixels")
+    assert [[r[k] for k in keys] for r in read["rows"]] == [[r[k] for k in keys] for r in ran["rows"]]
+    scratch = [r for r in read["rows"] if r["arm"] == "scratch"]
+    assert scratch[-1]["pixels_corrected"] == scratch[-1]["scratch_pixels"] > 0 and scratch[-1]["regions_corrected"] > 0
+    assert [r["arm"] for r in read["summary"]] == ["scratch", "random"]
