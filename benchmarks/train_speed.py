@@ -8,7 +8,7 @@ Shapes (each the config a profile really uses):
   published   DeepLabV3+ ResNet-101 (published decoder), crop 513, 2+2, generated 512 px images: on a GPU,
               fp32 vs bf16 autocast, channels_last off/on
 
-Every measurement runs in a fresh process. Steady state: a few warm-up steps, then R repeats of N steps with
+Every measurement runs in a fresh process (`--tiny`: one process takes them all, in order). Steady state: a few warm-up steps, then R repeats of N steps with
 data and N steps of the floor, alternating; the table gives the median and the spread (min-max). The slowdown
 starts two copies of the with-data measurement at once (they wait for each other after warm-up, and each keeps
 stepping until the other is done, so both are measured under load). A fresh loader's first batch (worker
@@ -215,11 +215,17 @@ def _med(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
-def measure(shape: str, method: str, bf16: bool, channels_last: bool, args, data: Path, pairs: bool) -> dict:
-    base = {"shape": shape, "method": method, "bf16": bf16, "channels_last": channels_last, "tiny": args.tiny,
+def _spec(shape: str, method: str, bf16: bool, channels_last: bool, args, data: Path) -> dict:
+    return {"shape": shape, "method": method, "bf16": bf16, "channels_last": channels_last, "tiny": args.tiny,
             "device": args.device, "data": str(data), "labeled": args.labeled, "warmup": args.warmup,
             "steps": args.steps, "repeats": args.repeats, "set": args.overrides}
-    quiet = _run_children([{**base, "floor": True}])[0]
+
+
+def measure(base: dict, pairs: bool, quiet: dict | None = None) -> dict:
+    """One row: the step alone (with data and on tensors in memory), and with `pairs` two copies at once.
+    `quiet`: the alone measurement already taken (tiny runs take them all in one process)."""
+    shape, method, bf16, channels_last = base["shape"], base["method"], base["bf16"], base["channels_last"]
+    quiet = quiet or _run_children([{**base, "floor": True}])[0]
     row = {"shape": shape, "method": method, "precision": "bf16" if bf16 else "fp32",
            "channels_last": channels_last, **{k: quiet[k] for k in ("backbone", "decoder", "crop", "batch",
                                                                     "threads", "setup_s", "loader_start_s",
@@ -264,7 +270,8 @@ def main() -> None:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(child(json.loads(args.child))), flush=True)
+        spec = json.loads(args.child)
+        print("RESULT " + json.dumps([child(s) for s in spec] if isinstance(spec, list) else child(spec)), flush=True)
         return
     import torch
 
@@ -280,6 +287,7 @@ def main() -> None:
     cl_modes = args.channels_last.split(",") if args.channels_last else (["off", "on"] if gpu else ["config"])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        specs = []
         for shape in shapes:
             data = Path(tmp) / shape
             shape_data(shape, data, args.labeled, args.tiny)  # generate once, before any timing
@@ -288,13 +296,18 @@ def main() -> None:
                     for cl in cl_modes:
                         cfg_cl = shape_config(shape, method, args.tiny, args.overrides).train.channels_last
                         channels_last = cfg_cl if cl == "config" else cl == "on"
-                        r = measure(shape, method, prec == "bf16", channels_last, args, data,
-                                    pairs=not (gpu or args.no_pairs))
-                        rows.append(r)
-                        shared = f", 2 copies {r['shared_s']:.3f} s ({r['slowdown']:.2f}x)" if "slowdown" in r else ""
-                        print(f"{shape:10s} {method:10s} {r['precision']} cl={channels_last!s:5s} with data "
-                              f"{r['with_data_s']:.3f} s/step, floor {r['floor_s']:.3f} ({r['ratio']:.2f}x)"
-                              f"{shared}", flush=True)
+                        specs.append(_spec(shape, method, prec == "bf16", channels_last, args, data))
+        # a real measurement gets a fresh process each (no allocator, cache or thread state carried over); a
+        # tiny run's steps take less than starting Python and torch, so one child takes them all, in order
+        quiet = _run_children([[{**b, "floor": True} for b in specs]])[0] if args.tiny else [None] * len(specs)
+        for base, q in zip(specs, quiet):
+            r = measure(base, pairs=not (gpu or args.no_pairs), quiet=q)
+            shape, method, channels_last = base["shape"], base["method"], base["channels_last"]
+            rows.append(r)
+            shared = f", 2 copies {r['shared_s']:.3f} s ({r['slowdown']:.2f}x)" if "slowdown" in r else ""
+            print(f"{shape:10s} {method:10s} {r['precision']} cl={channels_last!s:5s} with data "
+                  f"{r['with_data_s']:.3f} s/step, floor {r['floor_s']:.3f} ({r['ratio']:.2f}x)"
+                  f"{shared}", flush=True)
     machine = machine_name(args.device)
     print(f"\ntraining step on {machine}, torch {torch.__version__}; {rows[0]['threads'] if rows else ''}")
     from annotassist.report import table

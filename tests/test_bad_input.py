@@ -278,16 +278,18 @@ def test_unknown_options_are_refused_without_echoing_their_value(ws, tmp_path, a
     assert "its value is not shown" in r.stderr
 
 
-def _start_ui(ws: Path, *args, env: dict | None = None) -> tuple[subprocess.Popen, str, list[str]]:
-    """`annotassist ui` until it serves; returns the process, its URL and what it printed so far."""
+def _start_ui(ws: Path, *args, env: dict | None = None, until: str = "Running on local URL:"
+              ) -> tuple[subprocess.Popen, str, list[str]]:
+    """`annotassist ui` until it serves (or prints `until`); returns the process, its URL and what it printed
+    so far."""
     proc = subprocess.Popen([sys.executable, "-m", "annotassist", "ui", "--workspace", str(ws), *map(str, args)],
                             env=env or ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = []
     deadline = time.monotonic() + 120
     for line in proc.stdout:
         seen.append(line)
-        if "Running on local URL:" in line:
-            return proc, line.split("URL:")[1].strip().rstrip("/"), seen
+        if until in line:
+            return proc, line.split("URL:")[1].strip().rstrip("/") if "URL:" in line else "", seen
         assert time.monotonic() < deadline, "".join(seen)
     proc.wait()
     raise AssertionError("".join(seen))
@@ -296,9 +298,9 @@ def _start_ui(ws: Path, *args, env: dict | None = None) -> tuple[subprocess.Pope
 def test_auth_on_the_command_line_warns_and_a_file_or_the_environment_is_quiet(ws, tmp_path):
     import httpx
 
-    # --auth works, and says that ps shows it
+    # --auth says that ps shows it (the warnings come before the server starts: no need to wait for it)
     port = free_port()
-    proc, url, seen = _start_ui(ws, "--port", port, "--auth", "ann:pw-on-the-command-line")
+    proc, url, seen = _start_ui(ws, "--port", port, "--auth", "ann:pw-on-the-command-line", until="warning:")
     proc.kill()
     proc.wait()
     assert any("--auth shows the password to every user of this machine (ps)" in s for s in seen), seen
@@ -319,7 +321,7 @@ def test_auth_on_the_command_line_warns_and_a_file_or_the_environment_is_quiet(w
     assert all("s3cret" not in s for s in seen)
     # a file others can read is named; a missing or malformed file, or both options, is a clean error
     secret.chmod(0o644)
-    proc, url, seen = _start_ui(ws, "--port", free_port(), "--auth-file", secret)
+    proc, url, seen = _start_ui(ws, "--port", free_port(), "--auth-file", secret, until="warning:")
     proc.kill()
     proc.wait()
     assert any(f"{secret} can be read by other users (mode 644); chmod 600" in s for s in seen), seen
