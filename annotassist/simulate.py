@@ -350,6 +350,7 @@ def simulate(cfg, plan: SimulationPlan, out: str | Path, data_root: Path, log=pr
     rows: list[dict] = []
     pool_size = 0
     run = RunOptions(device=plan.device, progress=plan.progress, queue_next=False)
+    twins = {a.name: _drawn_twin(a, arms, cfg.train.method) for a in arms} if plan.share_drawn else {}
     for seed in range(plan.seeds):
         scfg = copy.deepcopy(cfg)
         scfg.pool.initial_labeled, scfg.pool.seed, scfg.train.seed = plan.init, seed, seed
@@ -366,8 +367,7 @@ def simulate(cfg, plan: SimulationPlan, out: str | Path, data_root: Path, log=pr
                     f"({ws.count('pool', 'labeled')} labeled)")
             run_loop(base_dir, run, log=_quiet)  # loop.rounds = 0: round 0's model, shared by the method's arms
         for a in arms:
-            twin = _drawn_twin(a, arms, cfg.train.method) if plan.share_drawn else None
-            if twin is not None:
+            if twins.get(a.name):
                 continue  # read from its twin's workspace below
             method = a.method or cfg.train.method
             aws = out / f"seed{seed}" / a.name
@@ -387,8 +387,8 @@ def simulate(cfg, plan: SimulationPlan, out: str | Path, data_root: Path, log=pr
                 f"{mine[-1]['reviewed_share'] * 100:.1f}% of the pool's pixels; "
                 f"{(time.time() - t0) / 60:.1f} min")
         for a in arms:
-            twin = _drawn_twin(a, arms, cfg.train.method) if plan.share_drawn else None
-            if twin is not None:
+            twin = twins.get(a.name)
+            if twin:
                 mine = _rows(a, seed, out / f"seed{seed}" / twin.name, pool_size, drawn=True)
                 rows += mine
                 log(f"  {a.name:>10} seed {seed}: the images and models of {twin.name}, drawn from scratch; "

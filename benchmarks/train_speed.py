@@ -8,11 +8,11 @@ Shapes (each the config a profile really uses):
   published   DeepLabV3+ ResNet-101 (published decoder), crop 513, 2+2, generated 512 px images: on a GPU,
               fp32 vs bf16 autocast, channels_last off/on
 
-Every measurement runs in a fresh process (`--tiny`: one process takes them all, in order). Steady state: a few warm-up steps, then R repeats of N steps with
-data and N steps of the floor, alternating; the table gives the median and the spread (min-max). The slowdown
-starts two copies of the with-data measurement at once (they wait for each other after warm-up, and each keeps
-stepping until the other is done, so both are measured under load). A fresh loader's first batch (worker
-start-up, once an epoch) is reported on its own.
+Every measurement runs in a fresh process (`--tiny`: one process takes them all, in order). Steady state: a
+few warm-up steps, then R repeats of N steps with data and N steps of the floor, alternating; the table gives
+the median and the spread (min-max). The slowdown starts two copies of the with-data measurement at once
+(they wait for each other after warm-up, and each keeps stepping until the other is done, so both are measured
+under load). A fresh loader's first batch (worker start-up, once an epoch) is reported on its own.
 
     python benchmarks/train_speed.py                          # CPU: demo and camvid_cpu, both methods
     python benchmarks/train_speed.py --shapes published       # on a GPU (no second copy: one GPU)
@@ -302,10 +302,9 @@ def main() -> None:
         quiet = _run_children([[{**b, "floor": True} for b in specs]])[0] if args.tiny else [None] * len(specs)
         for base, q in zip(specs, quiet):
             r = measure(base, pairs=not (gpu or args.no_pairs), quiet=q)
-            shape, method, channels_last = base["shape"], base["method"], base["channels_last"]
             rows.append(r)
             shared = f", 2 copies {r['shared_s']:.3f} s ({r['slowdown']:.2f}x)" if "slowdown" in r else ""
-            print(f"{shape:10s} {method:10s} {r['precision']} cl={channels_last!s:5s} with data "
+            print(f"{r['shape']:10s} {r['method']:10s} {r['precision']} cl={r['channels_last']!s:5s} with data "
                   f"{r['with_data_s']:.3f} s/step, floor {r['floor_s']:.3f} ({r['ratio']:.2f}x)"
                   f"{shared}", flush=True)
     machine = machine_name(args.device)

@@ -8,8 +8,9 @@ from annotassist.simulate import (Arm, SimulationPlan, effort_auc, effort_to_rea
 
 from conftest import make_config
 
-TINY = ["model.backbone=efficientnet_lite0", "model.decoder=light", "train.crop_size=32", "train.batch_size=2", "model.weights=none", "train.num_workers=0",
-        "train.max_iters=2", "train.eval_every=0", "acquire.num_workers=0", "acquire.batch_size=4"]
+TINY = ["model.backbone=efficientnet_lite0", "model.decoder=light", "train.crop_size=32", "train.batch_size=2",
+        "model.weights=none", "train.num_workers=0", "train.max_iters=2", "train.eval_every=0",
+        "acquire.num_workers=0", "acquire.batch_size=4"]
 
 
 def test_the_step_curve_of_mIoU_against_effort():
@@ -94,9 +95,11 @@ def test_the_no_assistant_arm_read_from_its_assisted_twin_equals_running_it(synt
     ran, read = (simulate(cfg, SimulationPlan(init=4, budget=3, rounds=2, seeds=1, arms=[parse_arm(a) for a in arms],
                                               share_drawn=share), tmp_path / str(share), synth_dir, log=lambda *a: None)
                  for share in (False, True))
-    assert (tmp_path / "False" / "seed0" / "scratch").is_dir() and not (tmp_path / "True" / "seed0" / "scratch").exists()
+    assert (tmp_path / "False" / "seed0" / "scratch").is_dir()
+    assert not (tmp_path / "True" / "seed0" / "scratch").exists()
     keys = ("arm", "round", "labeled", "mIoU", "pixels_corrected", "regions_corrected", "scratch_pixels")
     assert [[r[k] for k in keys] for r in read["rows"]] == [[r[k] for k in keys] for r in ran["rows"]]
     scratch = [r for r in read["rows"] if r["arm"] == "scratch"]
-    assert scratch[-1]["pixels_corrected"] == scratch[-1]["scratch_pixels"] > 0 and scratch[-1]["regions_corrected"] > 0
+    assert scratch[-1]["pixels_corrected"] == scratch[-1]["scratch_pixels"] > 0
+    assert scratch[-1]["regions_corrected"] > 0
     assert [r["arm"] for r in read["summary"]] == ["scratch", "random"]
