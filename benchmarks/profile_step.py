@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from train_speed import shape_config, shape_data  # noqa: E402  (sets the OpenMP policy before torch loads)
+from train_speed import SHAPES, shape_config, shape_data  # noqa: E402  (sets the OpenMP policy before torch loads)
 
 import torch  # noqa: E402
 
@@ -149,7 +149,7 @@ def profile(shape: str, method: str, steps: int, warmup: int, labeled: int, over
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shape", default="demo", choices=["demo", "camvid_cpu", "published"])
+    ap.add_argument("--shape", default="demo", choices=list(SHAPES))
     ap.add_argument("--method", default="dssn", choices=["dssn", "supervised"])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)

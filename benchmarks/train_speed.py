@@ -47,6 +47,8 @@ if not (CAMVID / "train.txt").is_file() and Path("/work/shared/data/camvid/train
 SHAPES = {
     "demo": {"config": "demo.yaml", "profile": None, "data": "synthetic", "size": 128, "pool": 300, "val": 100},
     "camvid_cpu": {"config": "camvid.yaml", "profile": "cpu", "data": "camvid"},
+    # the effort benchmark's rounds (benchmarks/value_camvid.py): a third of the size, crop 112, light decoder
+    "value": {"config": "camvid.yaml", "profile": "value", "data": "camvid"},
     "published": {"config": "camvid.yaml", "profile": None, "data": "synthetic", "size": 512, "pool": 48, "val": 16,
                   "set": ["model.weights=none", "train.crop_size=513", "train.image_scale=1.0",
                           "train.batch_size=2"]},

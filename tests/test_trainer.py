@@ -70,6 +70,23 @@ def test_finished_run_writes_model_metrics_and_json_log(splits, tmp_path):
     assert model["fingerprint"]["classes"] == cfg.dataset.classes and "discriminator" in model
 
 
+@pytest.mark.parametrize("overrides, judge", [
+    (["acquire.strategy=dssn_cost"], True),
+    (["acquire.strategy=random"], False),
+    (["acquire.strategy=entropy"], False),
+    (["acquire.strategy=random", "region.filter=true"], True),  # the pseudo-label filter reads it
+    (["acquire.strategy=dssn", "acquire.unit=region"], True),
+    (["acquire.strategy=random", "acquire.unit=region"], False),
+    (["acquire.strategy=dssn", "region.enabled=false"], False),
+])
+def test_the_region_judge_trains_only_when_something_reads_it(splits, tmp_path, overrides, judge):
+    cfg = make_config(SMALL + ["train.max_iters=2", "train.method=supervised"] + overrides)
+    res = _trainer(cfg, splits, tmp_path / "run").fit()
+    steps = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert any("disc_loss" in x for x in steps) == judge
+    assert (torch.load(res.model_path, weights_only=False)["discriminator"] is not None) == judge
+
+
 def test_checkpoint_from_another_class_count_is_refused(splits, tmp_path):
     cfg = make_config(SMALL + ["train.max_iters=2", "train.method=supervised"])
     _trainer(cfg, splits, tmp_path / "run").fit(stop_after=1)

@@ -45,7 +45,16 @@ def training_line(cfg, device, method: str, steps: int, batch_size: int, labeled
             f"{cfg.model.backbone}, {weights_text(cfg, init_weights)}{profile}; images at {t.image_scale:g}x, "
             f"crop {t.crop_size}, batch {views}, {steps} steps; {labeled - partial} labeled "
             + (f"+ {partial} with reviewed regions (ignore outside them) " if partial else "")
-            + f"+ {unlabeled} unlabeled images")
+            + f"+ {unlabeled} unlabeled images; {judge_text(cfg)}")
+
+
+def judge_text(cfg) -> str:
+    from ..acquire.select import reads_region_judge
+
+    if reads_region_judge(cfg):
+        return "region judge trained"
+    why = "region.enabled: false" if not cfg.region.enabled else f"{cfg.acquire.strategy} does not read it"
+    return f"no region judge ({why})"
 
 
 def scoring_line(cfg, device, round_: int, images: int, names: list[str]) -> str:

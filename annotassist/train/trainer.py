@@ -27,6 +27,7 @@ from tqdm import tqdm
 from ..data.cache import shared_cache
 from ..data.datasets import EvalDataset, SemiDataset
 from ..data.layouts import Sample, read_source_mask
+from ..acquire.select import reads_region_judge
 from ..data.masks import class_histogram
 from ..errors import CheckpointError, TrainingError
 from ..models import RegionDiscriminator, build_model
@@ -160,7 +161,7 @@ class Trainer:
              {"params": base.head_parameters(), "lr": t.lr * t.head_lr_mult, "lr_mult": t.head_lr_mult}],
             lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
         self.disc, self.disc_opt = None, None
-        if cfg.region.enabled:
+        if reads_region_judge(cfg):  # a fresh judge each round, trained only when scores or the filter read it
             disc = RegionDiscriminator(cfg.num_classes, cfg.region.width).to(self.device)
             if t.channels_last:
                 disc.to(memory_format=torch.channels_last)
