@@ -92,7 +92,8 @@ def lost_masks_text(ws: Workspace) -> list[str]:
 def round_rows(ws: Workspace) -> list[dict]:
     """Per round: the labels it trained on, its evaluation, and the effort spent on the images it selected
     (pixels a person changed in their pre-annotations, the regions those form, and what drawing the same
-    labels from scratch would have cost: every labeled pixel). `selected` is None before its selection."""
+    labels from scratch would have cost: every labeled pixel). `selected` is None before its selection;
+    `human` holds the round's corrected mask versions themselves, for readers that measure them further."""
     classes = ws.config.dataset.classes
     out = []
     for r in ws.rounds():
@@ -120,7 +121,7 @@ def round_rows(ws: Workspace) -> list[dict]:
                     "scratch_pixels": sum(mix),
                     "reviewed_pixels": sum(h.reviewed_pixels or 0 for h in human if h.kind == "partial"),
                     "regions_reviewed": regions,
-                    "selected_class_pixels": dict(zip(classes, mix))})
+                    "selected_class_pixels": dict(zip(classes, mix)), "human": human})
     return out
 
 

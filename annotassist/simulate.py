@@ -133,20 +133,16 @@ def _rows(arm: Arm, seed: int, ws_path: Path, pool_size: int, drawn: bool = Fals
                         "train_seconds": (info["metrics"] or {}).get("seconds")})
             if r["corrected"]:
                 pixels += r["scratch_pixels"] if drawn else r["pixels_changed"]
-                regions += _drawing_regions(ws, r["round"]) if drawn else r["regions_changed"]
+                regions += _drawing_regions(ws, r["human"]) if drawn else r["regions_changed"]
                 scratch += r["scratch_pixels"]
                 asked += r["regions_reviewed"]
     return out
 
 
-def _drawing_regions(ws: Workspace, round_: int) -> int:
-    """The connected regions a person draws to label the images of `round_` from scratch."""
-    total = 0
-    for image_id, *_ in ws.selections(round_):
-        for m in ws.masks(image_id, "human"):
-            if m.round == round_:
-                total += drawing_effort(read_mask(m.path, ws.config.num_classes)).regions
-    return total
+def _drawing_regions(ws: Workspace, human: list) -> int:
+    """The connected regions a person draws to label a round's corrected images (`round_rows`' `human`
+    versions) from scratch."""
+    return sum(drawing_effort(read_mask(m.path, ws.config.num_classes)).regions for m in human)
 
 
 def _drawn_twin(arm: Arm, arms: list[Arm], method: str) -> Arm | None:

@@ -2,19 +2,21 @@
 
 The protocol (issue 17): pool = CamVid train (367), evaluation = CamVid val (101), 16 random images to start,
 +16 per round, 4 rounds, 3 seeds; the simulated annotator returns the dataset's masks and counts what a person
-changes. Arms:
-    scratch   no assistant: random images, a supervised model, every label drawn from scratch
-    random    random images, DSSN, pre-annotations corrected
-    entropy   entropy selection, DSSN, pre-annotations corrected
-    dssn      the dssn selection (class-aware + region relevance + diversity), DSSN, pre-annotations corrected
-    full      every pool label, supervised, more steps: the ceiling
+changes. Arms (the default: scratch, random, dssn_cost):
+    scratch    no assistant: random images, a supervised model, every label drawn from scratch
+    random     random images, the profile's method, pre-annotations corrected
+    dssn_cost  the cost-aware dssn selection (the CamVid profiles' strategy), pre-annotations corrected
+    entropy, dssn   the other selections; any NAME=STRATEGY[:METHOD[:scratch|region]] (`random=random:dssn`:
+               DSSN training) works too
+    full       every pool label, supervised, 12x a round's steps (1200 on a CPU): the ceiling
 Headline: the effort each arm needs to reach 90% of the ceiling's mIoU, and the area under mIoU against effort.
 
-On a CPU it runs the camvid config's `value` profile (small images, short warm-started rounds, so the whole
-protocol fits in about 45 minutes on 2 cores); on a GPU the config as written (published size).
+On a CPU it runs the camvid config's `value` profile (small images, short warm-started rounds, supervised training:
+on 2 cores it buys more than DSSN in the minutes a round has), the whole protocol in one call of about 45
+minutes on 2 cores; on a GPU the config as written (published size, DSSN).
 
     python benchmarks/value_camvid.py                    # the protocol; JSON + plot in benchmarks/results/
-    python benchmarks/value_camvid.py --seeds 1 --rounds 2 --arms scratch,dssn    # a quicker look
+    python benchmarks/value_camvid.py --seeds 1 --rounds 2 --arms scratch,dssn_cost --no-full  # a quicker look
     python benchmarks/value_camvid.py --merge A.json B.json --name value_camvid_cpu   # arms run apart, one table
 
 Writes benchmarks/results/value_camvid_<cpu|gpu>.json, .png and .md (the run's own folder is kept under
@@ -37,7 +39,7 @@ from annotassist.config import load_config  # noqa: E402
 from annotassist.simulate import SimulationPlan, parse_arm, plot, simulate, summarize, summary_markdown  # noqa: E402
 
 ARMS = {"scratch": "scratch=random:supervised:scratch", "random": "random=random", "entropy": "entropy=entropy",
-        "dssn": "dssn=dssn"}
+        "dssn": "dssn=dssn", "dssn_cost": "dssn_cost=dssn_cost"}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -45,7 +47,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "camvid"))
     ap.add_argument("--config", default=str(ROOT / "configs" / "camvid.yaml"))
     ap.add_argument("--profile", default=None, help="default: value on CPU, none on GPU")
-    ap.add_argument("--arms", default="scratch,random,entropy,dssn", help=f"of {', '.join(ARMS)}, or NAME=SPEC")
+    ap.add_argument("--arms", default="scratch,random,dssn_cost",
+                    help=f"of {', '.join(ARMS)}, or NAME=STRATEGY[:METHOD[:scratch|region]]")
     ap.add_argument("--init", type=int, default=16)
     ap.add_argument("--budget", type=int, default=16)
     ap.add_argument("--region-budget", type=int, help="regions per round in region arms (NAME=STRATEGY:region; "
@@ -53,7 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--no-full", action="store_true", help="skip the fully labeled reference")
-    ap.add_argument("--full-steps", type=float, default=3.0, help="the reference trains this many times longer")
+    ap.add_argument("--full-steps", type=float, default=None, help="the reference trains this many times longer "
+                    "than a round (default: 12 with the value profile, 1200 steps, where it stops gaining; else 3)")
     ap.add_argument("--set", action="append", default=[], help="more config overrides")
     ap.add_argument("--work", default="/tmp/value_camvid")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -68,7 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(args.config, profile=profile or None, overrides=args.set)
     arms = [parse_arm(ARMS.get(a, a)) for a in args.arms.split(",")]
     steps = cfg.train.max_iters
-    full_overrides = [f"train.max_iters={int(steps * args.full_steps)}"] if steps else []
+    full_steps = args.full_steps if args.full_steps is not None else (12.0 if profile == "value" else 3.0)
+    full_overrides = [f"train.max_iters={int(steps * full_steps)}"] if steps else []
     plan = SimulationPlan(init=args.init, budget=args.budget, rounds=args.rounds, seeds=args.seeds,
                           full=not args.no_full, full_overrides=full_overrides, warm_start=cfg.loop.warm_start,
                           profile=profile or "", arms=arms, region_budget=args.region_budget)
