@@ -347,12 +347,21 @@ def simulate(cfg, plan: SimulationPlan, out: str | Path, data_root: Path, log=pr
     pool_size = 0
     run = RunOptions(device=plan.device, progress=plan.progress, queue_next=False)
     twins = {a.name: _drawn_twin(a, arms, cfg.train.method) for a in arms} if plan.share_drawn else {}
+    # an ETA in trained rounds: a base is one, an arm plan.rounds (the reference comes after, said apart)
+    methods = dict.fromkeys(a.method or cfg.train.method for a in arms)
+    todo = plan.seeds * (len(methods) + plan.rounds * sum(1 for a in arms if not twins.get(a.name)))
+    done = 0
+
+    def eta() -> str:
+        left = (time.time() - started) / max(1, done) * (todo - done)
+        return f"; ~{left / 60:.0f} min left" + (" before the reference" if plan.full else "") if done < todo else ""
+
     for seed in range(plan.seeds):
         scfg = copy.deepcopy(cfg)
         scfg.pool.initial_labeled, scfg.pool.seed, scfg.train.seed = plan.init, seed, seed
         scfg.loop.rounds, scfg.loop.annotator, scfg.loop.warm_start = 0, "simulated", plan.warm_start
         scfg.acquire.budget = plan.budget
-        for method in dict.fromkeys(a.method or cfg.train.method for a in arms):
+        for method in methods:
             base_dir = out / f"seed{seed}" / f"base-{method}"
             mcfg = copy.deepcopy(scfg)
             mcfg.train.method = method
@@ -362,6 +371,7 @@ def simulate(cfg, plan: SimulationPlan, out: str | Path, data_root: Path, log=pr
                 log(f"seed {seed}: pool {pool_size}, evaluation {ws.count('val')}; training round 0 with {method} "
                     f"({ws.count('pool', 'labeled')} labeled)")
             run_loop(base_dir, run, log=_quiet)  # loop.rounds = 0: round 0's model, shared by the method's arms
+            done += 1
         for a in arms:
             if twins.get(a.name):
                 continue  # read from its twin's workspace below
@@ -375,13 +385,14 @@ def simulate(cfg, plan: SimulationPlan, out: str | Path, data_root: Path, log=pr
             run_loop(aws, run, log=_quiet)
             mine = _rows(a, seed, aws, pool_size)
             rows += mine
+            done += plan.rounds
             # a region arm's labeled images stay the initial ones: its progress is the share of pixels reviewed
             region = a.unit == "region"
             log(f"  {a.name:>10} seed {seed}: " + ", ".join(
                 (f"{r['reviewed_share'] * 100:.1f}%" if region else f"{r['labeled']}") + f": {r['mIoU'] * 100:.1f}"
                 for r in mine) + (" (pool px reviewed: mIoU %)" if region else " (labeled: mIoU %)") + f"; effort {mine[-1]['pixels_corrected'] / 1e3:.0f}k px; reviewed "
                 f"{mine[-1]['reviewed_share'] * 100:.1f}% of the pool's pixels; "
-                f"{(time.time() - t0) / 60:.1f} min")
+                f"{(time.time() - t0) / 60:.1f} min{eta()}")
         for a in arms:
             twin = twins.get(a.name)
             if twin:

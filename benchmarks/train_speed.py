@@ -5,6 +5,7 @@ memory), their ratio, and the SLOWDOWN when a second copy of the same run shares
 Shapes (each the config a profile really uses):
   demo        configs/demo.yaml: the generated demo set (300 + 100 images, 128 px, at scale 0.5), crop 64, 4+4
   camvid_cpu  configs/camvid.yaml --profile cpu: the CamVid frames at half size, crop 160, 4+4
+  value       configs/camvid.yaml --profile value: the effort benchmark's rounds (a third of the size, crop 112)
   published   DeepLabV3+ ResNet-101 (published decoder), crop 513, 2+2, generated 512 px images: on a GPU,
               fp32 vs bf16 autocast, channels_last off/on
 
@@ -254,7 +255,7 @@ def _spread(xs: list[float]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shapes", default=None, help="comma-separated: demo,camvid_cpu,published (default: "
+    ap.add_argument("--shapes", default=None, help="comma-separated: demo,camvid_cpu,value,published (default: "
                     "demo,camvid_cpu on CPU; published on a GPU)")
     ap.add_argument("--methods", default="supervised,dssn")
     ap.add_argument("--steps", type=int, default=None, help="steps per repeat")

@@ -139,8 +139,9 @@ def score_pool(ws: Workspace, cfg, names: list[str], *, round_: int | None = Non
     model, disc = load_model(model_path, cfg, dev)
     needs_disc = "region_relevance" in names or "region_relevance" in region_names
     if needs_disc and disc is None:
-        print("note: this model has no region-relevance discriminator (region.enabled: false); "
-              "region_relevance is NaN for every image")
+        print("note: this model has no region-relevance judge (its round trained none: region.enabled was false, "
+              "or the strategy then read no region relevance); region_relevance is NaN for every image and the "
+              "dssn strategies rank by class-aware confidence alone; the next round trains a judge")
     pixels = ws.class_pixels("pool").astype(np.float64)
     shares = pixels / pixels.sum() if pixels.sum() > 0 else np.zeros_like(pixels)
     weights = torch.tensor(class_weights(shares, cfg.acquire.class_weight), dtype=torch.float32, device=dev)
