@@ -181,10 +181,13 @@ class DSSNConfig:
 class RegionConfig:
     """The region-relevance discriminator (methods.md section 2)."""
 
+    # false: never train one. true: train one in every round whose strategy's scores or pseudo-label filter
+    # read it (acquire/select.py: reads_region_judge); random and entropy rounds skip it
     enabled: bool = True
     lr: float = 1e-4
     # channels of its first conv (x2 per stride-2 layer): 64 as in RRN; at a 64 px crop on a CPU the 64-wide
-    # judge costs ~15% of a DSSN step, so the demo and CamVid cpu use 32 (its effect on region scores unmeasured)
+    # judge costs ~15% of a DSSN step and 46% of a supervised step at the effort benchmark's crop 112, so the
+    # demo, CamVid cpu and value profiles use 32
     width: int = 64
     # drop pseudo-labels in 16x16 cells whose reliability is below `threshold` from the unlabeled losses
     filter: bool = False
