@@ -12,8 +12,8 @@ changes. Arms (the default: scratch, random, dssn_cost):
 Headline: the effort each arm needs to reach 90% of the ceiling's mIoU, and the area under mIoU against effort.
 
 On a CPU it runs the camvid config's `value` profile (small images, short warm-started rounds, supervised training:
-on 2 cores it buys more than DSSN in the minutes a round has), the whole protocol in one call of about 45
-minutes on 2 cores; on a GPU the config as written (published size, DSSN).
+on 2 cores it buys more than DSSN in the minutes a round has), the whole protocol in one call (38 minutes on 2
+AMD EPYC cores); on a GPU the config as written (published size, DSSN).
 
     python benchmarks/value_camvid.py                    # the protocol; JSON + plot in benchmarks/results/
     python benchmarks/value_camvid.py --seeds 1 --rounds 2 --arms scratch,dssn_cost --no-full  # a quicker look
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--no-full", action="store_true", help="skip the fully labeled reference")
     ap.add_argument("--full-steps", type=float, default=None, help="the reference trains this many times longer "
-                    "than a round (default: 12 with the value profile, 1200 steps, where it stops gaining; else 3)")
+                    "than a round (default: 12 with the value profile, i.e. 1200 steps; else 3)")
     ap.add_argument("--set", action="append", default=[], help="more config overrides")
     ap.add_argument("--work", default="/tmp/value_camvid")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))

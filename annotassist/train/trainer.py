@@ -24,10 +24,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from ..acquire.select import reads_region_judge
 from ..data.cache import shared_cache
 from ..data.datasets import EvalDataset, SemiDataset
 from ..data.layouts import Sample, read_source_mask
-from ..acquire.select import reads_region_judge
 from ..data.masks import class_histogram
 from ..errors import CheckpointError, TrainingError
 from ..models import RegionDiscriminator, build_model
