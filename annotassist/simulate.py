@@ -388,9 +388,11 @@ def simulate(cfg, plan: SimulationPlan, out: str | Path, data_root: Path, log=pr
             done += plan.rounds
             # a region arm's labeled images stay the initial ones: its progress is the share of pixels reviewed
             region = a.unit == "region"
-            log(f"  {a.name:>10} seed {seed}: " + ", ".join(
-                (f"{r['reviewed_share'] * 100:.1f}%" if region else f"{r['labeled']}") + f": {r['mIoU'] * 100:.1f}"
-                for r in mine) + (" (pool px reviewed: mIoU %)" if region else " (labeled: mIoU %)") + f"; effort {mine[-1]['pixels_corrected'] / 1e3:.0f}k px; reviewed "
+            curve = ", ".join((f"{r['reviewed_share'] * 100:.1f}%" if region else f"{r['labeled']}") +
+                              f": {r['mIoU'] * 100:.1f}" for r in mine)
+            log(f"  {a.name:>10} seed {seed}: {curve} "
+                + ("(pool px reviewed: mIoU %)" if region else "(labeled: mIoU %)")
+                + f"; effort {mine[-1]['pixels_corrected'] / 1e3:.0f}k px; reviewed "
                 f"{mine[-1]['reviewed_share'] * 100:.1f}% of the pool's pixels; "
                 f"{(time.time() - t0) / 60:.1f} min{eta()}")
         for a in arms:
