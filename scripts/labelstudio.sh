@@ -7,18 +7,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LS_VENV=${LS_VENV:-.ls-venv}
 LS_VERSION=1.23.2
-if [ ! -x "$LS_VENV/bin/label-studio" ] || [ ! -f "$LS_VENV/.installed-$LS_VERSION" ]; then
+# sentry-sdk 3.0 no longer knows the `send_default_pii` option Label Studio 1.23.2 passes it at start-up,
+# and label-studio asks only for sentry-sdk>=2.16: without the cap a fresh install cannot start the server
+PINS=("label-studio==$LS_VERSION" "sentry-sdk>=2.16,<3")
+MARK="$LS_VENV/.installed-$LS_VERSION-sentry2"
+if [ ! -x "$LS_VENV/bin/label-studio" ] || [ ! -f "$MARK" ]; then
   log=$(mktemp)
   # pip's output goes to a log shown only on failure, so the test run stays quiet
   if ! { python3 -m venv "$LS_VENV" \
          && "$LS_VENV/bin/python" -m pip install -q --upgrade pip \
-         && "$LS_VENV/bin/python" -m pip install -q "label-studio==$LS_VERSION"; } >"$log" 2>&1; then
+         && "$LS_VENV/bin/python" -m pip install -q "${PINS[@]}"; } >"$log" 2>&1; then
     cat "$log" >&2
     echo "scripts/labelstudio.sh: installing label-studio==$LS_VERSION into $LS_VENV failed (log above)" >&2
     rm -f "$log"
     exit 1
   fi
   rm -f "$log"
-  touch "$LS_VENV/.installed-$LS_VERSION"
+  touch "$MARK"
 fi
 echo "$LS_VENV"
