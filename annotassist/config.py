@@ -186,8 +186,8 @@ class RegionConfig:
     enabled: bool = True
     lr: float = 1e-4
     # channels of its first conv (x2 per stride-2 layer): 64 as in RRN; at a 64 px crop on a CPU the 64-wide
-    # judge costs ~15% of a DSSN step and 46% of a supervised step at the effort benchmark's crop 112, so the
-    # demo, CamVid cpu and value profiles use 32
+    # judge costs ~15% of a DSSN step, and more of a supervised step at the effort benchmark's shape (measured in
+    # configs/camvid.yaml's value profile), so the demo, CamVid cpu and value profiles use 32
     width: int = 64
     # drop pseudo-labels in 16x16 cells whose reliability is below `threshold` from the unlabeled losses
     filter: bool = False

@@ -408,7 +408,7 @@ def simulate(cfg, plan: SimulationPlan, out: str | Path, data_root: Path, log=pr
     if plan.full:
         fcfg = copy.deepcopy(cfg)
         fcfg.pool.initial_labeled, fcfg.loop.rounds, fcfg.train.method = 0, 0, "supervised"
-        fcfg.region.enabled = False  # nothing scores the reference: its judge would be 46% of each step
+        fcfg.region.enabled = False  # nothing scores the reference: its judge would only slow each step
         if plan.full_overrides:
             from .config import from_dict
             fcfg = from_dict(fcfg.to_dict(), source=cfg.source, overrides=plan.full_overrides)

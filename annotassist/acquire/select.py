@@ -65,8 +65,8 @@ def score_names(cfg, strategy: str | None = None) -> tuple[list[str], list[str]]
 
 def reads_region_judge(cfg) -> bool:
     """Whether anything in this config reads the region-relevance discriminator: the strategy's scores (in the
-    config's unit) or the pseudo-label filter. The trainer trains the judge only then: at the CamVid effort
-    benchmark's shape its step costs 46% of a training step, wasted under random or entropy selection."""
+    config's unit) or the pseudo-label filter. The trainer trains the judge only then: its step is a large share
+    of a training step (measured in configs/camvid.yaml's value profile), wasted under random or entropy selection."""
     if not cfg.region.enabled:
         return False
     image, region = score_names(cfg)
