@@ -52,6 +52,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # the labeled loss not weighed by class (CamVid's cpu profile weighs it: train.class_balance=balanced)
     "supervised_unbalanced": ("supervised", ["train.class_balance=none"]),
     "shipped_unbalanced": ("dssn", ["train.class_balance=none"]),
+    # the shipped recipe, its EMA teacher evaluated (an average of the last ~100 students) instead of the student
+    "shipped_teacher": ("dssn", ["dssn.eval_teacher=true"]),
+    # the shipped recipe with the unlabeled terms at twice the weight
+    "shipped_w2": ("dssn", ["dssn.unlabeled_weight=2.0"]),
     # the labeled signal of the supervised baseline, the released unlabeled terms on top
     "labeled": ("dssn", LABELED),
     "labeled_w05": ("dssn", LABELED + ["dssn.unlabeled_weight=0.5"]),
