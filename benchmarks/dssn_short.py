@@ -56,6 +56,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "shipped_teacher": ("dssn", ["dssn.eval_teacher=true"]),
     # the shipped recipe with the unlabeled terms at twice the weight
     "shipped_w2": ("dssn", ["dssn.unlabeled_weight=2.0"]),
+    # better pseudo-labels: the teacher's running BatchNorm statistics and its mirror view
+    "shipped_tq": ("dssn", ["dssn.teacher_bn=running", "dssn.teacher_flip=true"]),
     # the labeled signal of the supervised baseline, the released unlabeled terms on top
     "labeled": ("dssn", LABELED),
     "labeled_w05": ("dssn", LABELED + ["dssn.unlabeled_weight=0.5"]),

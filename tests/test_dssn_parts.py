@@ -197,3 +197,51 @@ def test_need_fp_gives_three_views_that_differ_only_under_dropout():
     model.eval()
     pred, fp, Fp = model(x, need_fp=True)
     assert torch.allclose(pred, fp) and torch.allclose(fp, Fp)  # no dropout at eval
+
+
+class _Asymmetric(torch.nn.Module):
+    """A teacher that is not mirror-symmetric (a 1x3 conv with a lopsided kernel) and has BatchNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, (1, 3), padding=(0, 1), bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(4, 3, 1, 3, generator=torch.Generator().manual_seed(1)))
+        self.bn = torch.nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+def test_teacher_flip_averages_the_mirror_view_and_is_mirror_equivariant():
+    torch.manual_seed(0)
+    teacher = _Asymmetric().eval()
+    x = torch.randn(2, 3, 5, 7)
+    plain = dssn.teacher_logits(teacher, x, flip=False)
+    both = dssn.teacher_logits(teacher, x, flip=True)
+    mirrored = teacher(x.flip(-1)).flip(-1)
+    assert not torch.allclose(plain.softmax(1), mirrored.softmax(1), atol=1e-3)  # the mirror view differs
+    assert torch.allclose(both.softmax(1), 0.5 * (plain.softmax(1) + mirrored.softmax(1)), atol=1e-5)
+    # mirroring the input mirrors the pseudo-labels: the same map whichever way the image faces
+    assert torch.allclose(dssn.teacher_logits(teacher, x.flip(-1), flip=True).flip(-1), both, atol=1e-5)
+
+
+@pytest.mark.parametrize("teacher_bn,training", [("batch", True), ("running", False)])
+def test_teacher_bn_picks_batch_or_running_statistics(tiny_batch, teacher_bn, training):
+    from annotassist.models import build_model
+
+    cfg = make_config(["model.backbone=efficientnet_lite0", "model.weights=none", "train.crop_size=64",
+                       f"dssn.teacher_bn={teacher_bn}", "dssn.teacher_flip=true"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    teacher = dssn.init_state(model, cfg)["teacher"]
+    seen = []
+    teacher.register_forward_hook(lambda m, i, o: seen.append(m.training))
+    before = {k: v.clone() for k, v in teacher.state_dict().items() if "running_mean" in k}
+    targets = dssn.teacher_targets(teacher, tiny_batch, cfg, StepContext(cfg, 1, 0, 10, cross_entropy))
+    # two inputs (weak view, CutMix partner) x two views (plain, mirrored)
+    assert seen == [training] * 4
+    after = {k: v for k, v in teacher.state_dict().items() if "running_mean" in k}
+    moved = any(not torch.equal(before[k], after[k]) for k in before)
+    assert moved == training  # running statistics stay put when the teacher reads them
+    assert targets.pseudo_label[0].shape == tiny_batch["u_w"].shape[:1] + tiny_batch["u_w"].shape[-2:]
