@@ -134,7 +134,8 @@ class DSSNConfig:
     global_thresh: float = 0.95  # selection: global (UniMatch's fixed threshold, for ablations)
     ema_decay: float = 0.996
     # the teacher's BatchNorm when it pseudo-labels: batch = the batch's own statistics (as released), running =
-    # its (EMA) running statistics; on 4-image CamVid crops a 500-step model's pseudo-labels: 47.8 vs 49.4 mIoU
+    # its (EMA) running statistics (benchmarks/pseudo_label_quality.py: on 4-image 160-px crops of CamVid's
+    # unlabeled frames a 500-step model's pseudo-labels are 48.0 mIoU with batch statistics, 51.5 with running ones)
     teacher_bn: Literal["batch", "running"] = "batch"
     # pseudo-labels from the mean of the teacher's probabilities on the weak view and its mirror image
     teacher_flip: bool = False
@@ -247,6 +248,10 @@ class LoopConfig:
     # hand the person the model's pseudo-masks to correct (false: they draw from scratch; the benchmark's
     # "no assistant" arm)
     pre_annotate: bool = True
+    # test-time views of the pre-annotations (predict.py): none, flip (+ the mirror image: 2 forwards an image),
+    # multiscale (scales 0.75/1/1.25, each mirrored: 6). Only the queued images are pre-annotated, so the views
+    # cost seconds a round; they leave fewer wrong pixels for the person (benchmarks/pseudo_label_quality.py)
+    tta: Literal["none", "flip", "multiscale"] = "multiscale"
     labelstudio_url: str = "http://localhost:8080"
 
 

@@ -1,4 +1,7 @@
-"""Pseudo-masks from a round's model, at each image's own size (the pre-annotations a person corrects)."""
+"""Pseudo-masks from a round's model, at each image's own size (the pre-annotations a person corrects).
+
+Only the images queued for a person are pre-annotated (a round's budget, not the pool), so they can afford
+test-time views (`loop.tta`): the mirror image and two more scales change fewer pixels a person must fix."""
 from __future__ import annotations
 
 from typing import Iterator
@@ -12,6 +15,30 @@ from .data.datasets import image_loader
 from .runtime import precision
 
 
+# test-time views of the pre-annotations (loop.tta): scales and the mirror image
+TTA_VIEWS = {"none": ((1.0,), False), "flip": ((1.0,), True), "multiscale": ((0.75, 1.0, 1.25), True)}
+
+
+def view_logits(model, images: torch.Tensor, scales: tuple[float, ...] = (1.0,), flip: bool = False) -> torch.Tensor:
+    """The model's logits on `images`; with more than one view (other scales, the mirror image, mirrored back)
+    the log of the mean of the views' softmax, at the images' size: softmax of the result is that mean, and
+    bilinear resizing before the softmax acts on it as on plain logits (a per-pixel constant cancels)."""
+    if scales == (1.0,) and not flip:
+        return model(images)
+    h, w = images.shape[-2:]
+    total, n = 0.0, 0
+    for s in scales:
+        x = images if s == 1.0 else F.interpolate(images, scale_factor=s, mode="bilinear", align_corners=False)
+        for mirrored in ((False, True) if flip else (False,)):
+            out = model(x.flip(-1) if mirrored else x).float()
+            if mirrored:
+                out = out.flip(-1)
+            if out.shape[-2:] != (h, w):
+                out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+            total, n = total + out.softmax(dim=1), n + 1
+    return (total / n).clamp_min(1e-8).log()
+
+
 @torch.no_grad()
 def predict_masks(model, records, cfg, device: torch.device, batch_size: int = 4,
                   num_workers: int = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -21,7 +48,7 @@ def predict_masks(model, records, cfg, device: torch.device, batch_size: int = 4
     model.eval()
     for index, images in loader:
         with precision.autocast(cfg, device):
-            logits = model(images.to(device))
+            logits = view_logits(model, images.to(device), *TTA_VIEWS[cfg.loop.tta])
         for j, k in enumerate(index.tolist()):
             rec = records[k]
             full = F.interpolate(logits[j: j + 1].float(), size=(rec.height, rec.width), mode="bilinear",

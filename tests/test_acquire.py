@@ -252,3 +252,61 @@ def test_scoring_and_prelabel_run_at_the_training_precision(ws, amp, expect):
         hook.remove()
     assert scoring == prelabel == {expect}
     assert precision.bf16_enabled(ws.config, "cpu") is expect
+
+
+class _Lopsided(torch.nn.Module):
+    """Not mirror-symmetric, output at the input's size like the segmentation models."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, (1, 3), padding=(0, 1))
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(4, 3, 1, 3, generator=torch.Generator().manual_seed(2)))
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_view_logits_average_the_views_softmax():
+    from annotassist.predict import TTA_VIEWS, view_logits
+
+    model = _Lopsided()
+    x = torch.randn(2, 3, 12, 10, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(view_logits(model, x, *TTA_VIEWS["none"]), model(x))  # one view: the logits untouched
+    views = []
+    for s in (0.75, 1.0, 1.25):
+        xs = torch.nn.functional.interpolate(x, scale_factor=s, mode="bilinear") if s != 1.0 else x
+        for out in (model(xs), model(xs.flip(-1)).flip(-1)):
+            views.append(torch.nn.functional.interpolate(out, size=(12, 10), mode="bilinear").softmax(1))
+    multi = view_logits(model, x, *TTA_VIEWS["multiscale"])
+    assert multi.shape == (2, 4, 12, 10)
+    assert torch.allclose(multi.softmax(1), torch.stack(views).mean(0), atol=1e-5)
+    assert not torch.allclose(multi.softmax(1), model(x).softmax(1), atol=1e-3)  # the views do change it
+    # with the mirror view, mirroring the image mirrors the pre-annotation (at scale 1: a resized grid of odd
+    # size is not itself symmetric)
+    both = view_logits(model, x, *TTA_VIEWS["flip"])
+    assert torch.allclose(view_logits(model, x.flip(-1), *TTA_VIEWS["flip"]).flip(-1), both, atol=1e-5)
+
+
+def test_prelabel_uses_the_configured_views(ws):
+    """loop.tta decides how many forwards each pre-annotated image gets (none 1, flip 2, multiscale 6), and every
+    setting gives a mask at the image's own size."""
+    from annotassist.predict import predict_masks
+
+    model, _ = load_model(ws.latest_model()[1], ws.config)
+    images = ws.images("pool", "unlabeled")[:2]
+    masks = {}
+    for tta, per_image in (("none", 1), ("flip", 2), ("multiscale", 6)):
+        ws.apply_config(overrides=[f"loop.tta={tta}"])
+        calls = []
+        handle = model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+        try:
+            out = list(predict_masks(model, images, ws.config, torch.device("cpu"), batch_size=2))
+        finally:
+            handle.remove()
+        assert sum(calls) == per_image * len(images), tta
+        for (image_id, mask, conf), rec in zip(out, images):
+            assert mask.shape == conf.shape == (rec.height, rec.width)
+        masks[tta] = [c for _, _, c in out]
+    # a 2-step model's argmax is background almost everywhere; its confidence shows the views were averaged
+    assert any(not np.array_equal(a, b) for a, b in zip(masks["none"], masks["multiscale"]))
