@@ -57,6 +57,18 @@ def list_config_dict(root: str | Path = "", initial_labeled: int = 0, seed: int 
     return {"dataset": d, "pool": {"initial_labeled": initial_labeled, "seed": seed}}
 
 
+def lopsided_conv(seed: int = 1):
+    """A tiny segmentation-like model that is not mirror-symmetric (a 1x3 conv with a random kernel, then
+    BatchNorm), its output at the input's size: for checks of mirror views and of BatchNorm modes. torch is
+    imported here, not at the top: pytest_configure sets the thread count before anything loads it."""
+    import torch
+
+    conv = torch.nn.Conv2d(3, 4, (1, 3), padding=(0, 1), bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(4, 3, 1, 3, generator=torch.Generator().manual_seed(seed)))
+    return torch.nn.Sequential(conv, torch.nn.BatchNorm2d(4))
+
+
 def make_config(overrides: list[str] | None = None, profile: str | None = None, **kw):
     """`from_dict` on `list_config_dict(**kw)` with `--set`-style overrides."""
     return from_dict(list_config_dict(**kw), source="<test>", profile=profile, overrides=overrides)

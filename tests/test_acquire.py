@@ -19,7 +19,7 @@ from annotassist.rounds import train_round
 from annotassist.workspace import Workspace
 from annotassist.importer import import_dataset
 
-from conftest import REPO, make_config
+from conftest import REPO, lopsided_conv, make_config
 
 TINY = ["model.backbone=efficientnet_lite0", "model.weights=none", "train.crop_size=64", "train.batch_size=2",
         "train.num_workers=0", "train.max_iters=2", "train.eval_every=0", "acquire.num_workers=0",
@@ -254,23 +254,10 @@ def test_scoring_and_prelabel_run_at_the_training_precision(ws, amp, expect):
     assert precision.bf16_enabled(ws.config, "cpu") is expect
 
 
-class _Lopsided(torch.nn.Module):
-    """Not mirror-symmetric, output at the input's size like the segmentation models."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, (1, 3), padding=(0, 1))
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.randn(4, 3, 1, 3, generator=torch.Generator().manual_seed(2)))
-
-    def forward(self, x):
-        return self.conv(x)
-
-
 def test_view_logits_average_the_views_softmax():
     from annotassist.predict import TTA_VIEWS, view_logits
 
-    model = _Lopsided()
+    model = lopsided_conv(seed=2).eval()
     x = torch.randn(2, 3, 12, 10, generator=torch.Generator().manual_seed(3))
     assert torch.equal(view_logits(model, x, *TTA_VIEWS["none"]), model(x))  # one view: the logits untouched
     views = []
@@ -295,7 +282,7 @@ def test_prelabel_uses_the_configured_views(ws):
 
     model, _ = load_model(ws.latest_model()[1], ws.config)
     images = ws.images("pool", "unlabeled")[:2]
-    masks = {}
+    confs = {}
     for tta, per_image in (("none", 1), ("flip", 2), ("multiscale", 6)):
         ws.apply_config(overrides=[f"loop.tta={tta}"])
         calls = []
@@ -307,6 +294,6 @@ def test_prelabel_uses_the_configured_views(ws):
         assert sum(calls) == per_image * len(images), tta
         for (image_id, mask, conf), rec in zip(out, images):
             assert mask.shape == conf.shape == (rec.height, rec.width)
-        masks[tta] = [c for _, _, c in out]
+        confs[tta] = [c for _, _, c in out]
     # a 2-step model's argmax is background almost everywhere; its confidence shows the views were averaged
-    assert any(not np.array_equal(a, b) for a, b in zip(masks["none"], masks["multiscale"]))
+    assert any(not np.array_equal(a, b) for a, b in zip(confs["none"], confs["multiscale"]))

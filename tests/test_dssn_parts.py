@@ -11,7 +11,7 @@ from annotassist.train import dssn
 from annotassist.train.common import StepContext
 from annotassist.train.losses import cross_entropy, ohem_cross_entropy
 
-from conftest import make_config
+from conftest import lopsided_conv, make_config
 
 
 def probs_from(table: list[list[float]]) -> torch.Tensor:
@@ -199,23 +199,9 @@ def test_need_fp_gives_three_views_that_differ_only_under_dropout():
     assert torch.allclose(pred, fp) and torch.allclose(fp, Fp)  # no dropout at eval
 
 
-class _Asymmetric(torch.nn.Module):
-    """A teacher that is not mirror-symmetric (a 1x3 conv with a lopsided kernel) and has BatchNorm."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, (1, 3), padding=(0, 1), bias=False)
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.randn(4, 3, 1, 3, generator=torch.Generator().manual_seed(1)))
-        self.bn = torch.nn.BatchNorm2d(4)
-
-    def forward(self, x):
-        return self.bn(self.conv(x))
-
-
 def test_teacher_flip_averages_the_mirror_view_and_is_mirror_equivariant():
     torch.manual_seed(0)
-    teacher = _Asymmetric().eval()
+    teacher = lopsided_conv().eval()
     x = torch.randn(2, 3, 5, 7)
     plain = dssn.teacher_logits(teacher, x, flip=False)
     both = dssn.teacher_logits(teacher, x, flip=True)
