@@ -29,20 +29,19 @@ sys.path.insert(0, str(ROOT))
 from annotassist.config import from_dict  # noqa: E402
 from annotassist.data import datasets as ds_mod  # noqa: E402
 from annotassist.data.layouts import read_list  # noqa: E402
-from annotassist.data.masks import IGNORE, read_image, read_mask  # noqa: E402
+from annotassist.data.masks import IGNORE  # noqa: E402
 from annotassist.data.synthetic import CLASSES, generate  # noqa: E402
-from annotassist.data.transforms import resize_pair, strong_view, to_float, to_tensors, weak_view  # noqa: E402
+from annotassist.data.transforms import strong_view, weak_view  # noqa: E402
 from annotassist.train import dssn  # noqa: E402
 from annotassist.train.trainer import Trainer  # noqa: E402
 
 
 def views_with_truth(self, s, prefix):
     """SemiDataset's unlabeled views plus the true mask cropped and flipped with them (the oracle's labels)."""
-    img, mask = to_tensors(read_image(s.image), read_mask(s.mask, self.num_classes))
-    img, mask = resize_pair(img, mask, self.image_scale)
+    img, mask = self._load(s, with_mask=True)
     w, truth = weak_view(img, mask, self.crop, self.scale_range)
-    return {f"{prefix}_w": to_float(w), f"{prefix}_s1": to_float(strong_view(w, self.strong)),
-            f"{prefix}_s2": to_float(strong_view(w, self.strong)), f"{prefix}_valid": truth[0] != IGNORE,
+    return {f"{prefix}_w": self._out(w), f"{prefix}_s1": self._out(strong_view(w, self.strong)),
+            f"{prefix}_s2": self._out(strong_view(w, self.strong)), f"{prefix}_valid": truth[0] != IGNORE,
             f"{prefix}_truth": truth[0].long()}
 
 
@@ -60,6 +59,13 @@ def oracle_teacher(teacher, batch, cfg, ctx, dist_align=None):
 def oracle_student(pred_w, batch, cfg, dist_align=None):
     valid = batch["u_truth"] != IGNORE
     return torch.where(valid, batch["u_truth"], 0), valid
+
+
+def install_oracle() -> None:
+    """From here on, DSSN's unlabeled images are served with their true masks and both label sources read
+    them (the unlabeled samples must carry their mask paths)."""
+    ds_mod.SemiDataset._unlabeled_views = views_with_truth
+    dssn.teacher_targets, dssn.student_targets = oracle_teacher, oracle_student
 
 
 def main() -> None:
@@ -82,8 +88,7 @@ def main() -> None:
     t0 = time.time()
     results["supervised"] = Trainer(cfg, labeled, unlabeled, val, tmp / "sup", method="supervised").fit().metrics
     results["dssn"] = Trainer(cfg, labeled, unlabeled, val, tmp / "dssn", method="dssn").fit().metrics
-    ds_mod.SemiDataset._unlabeled_views = views_with_truth
-    dssn.teacher_targets, dssn.student_targets = oracle_teacher, oracle_student
+    install_oracle()
     results["dssn_oracle"] = Trainer(cfg, labeled, unlabeled, val, tmp / "oracle", method="dssn").fit().metrics
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU"
     print(f"\n{args.labeled} labeled + {len(unlabeled)} unlabeled synthetic 64px images, {args.steps} steps, "

@@ -58,6 +58,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "shipped_w2": ("dssn", ["dssn.unlabeled_weight=2.0"]),
     # better pseudo-labels: the teacher's running BatchNorm statistics and its mirror view
     "shipped_tq": ("dssn", ["dssn.teacher_bn=running", "dssn.teacher_flip=true"]),
+    # the unlabeled terms from the first step (no supervised warm-up, no ramp): with --oracle, the most the
+    # unlabeled branch could add in the run's steps
+    "shipped_nowarm": ("dssn", ["dssn.warmup=0", "dssn.rampup=0"]),
     # the labeled signal of the supervised baseline, the released unlabeled terms on top
     "labeled": ("dssn", LABELED),
     "labeled_w05": ("dssn", LABELED + ["dssn.unlabeled_weight=0.5"]),
@@ -118,12 +121,14 @@ def demo_data(root: Path, cfg) -> tuple[list[Sample], list[Sample], list[Sample]
     return labeled, unlabeled, val
 
 
-def camvid_data(root: Path, n_labeled: int, seed: int):
+def camvid_data(root: Path, n_labeled: int, seed: int, keep_masks: bool = False):
+    """(labeled, unlabeled, val); the unlabeled samples lose their mask paths unless `keep_masks` (the oracle)."""
     pool = read_list(root / "train.txt", root)[0]
     val = read_list(root / "val.txt", root)[0]
     perm = np.random.default_rng(seed).permutation(len(pool))
     labeled = [pool[i] for i in perm[:n_labeled]]
-    unlabeled = [Sample(pool[i].name, pool[i].image, None) for i in perm[n_labeled:]]
+    unlabeled = [Sample(pool[i].name, pool[i].image, pool[i].mask if keep_masks else None)
+                 for i in perm[n_labeled:]]
     return labeled, unlabeled, val
 
 
@@ -155,7 +160,17 @@ def run(args) -> None:
     else:
         cfg = load_config(ROOT / "configs" / "camvid.yaml", profile=args.profile, overrides=overrides)
         labeled, unlabeled, val = camvid_data(Path(args.data or ROOT.parent / "shared" / "data" / "camvid"),
-                                              args.labeled or 46, args.seed)
+                                              args.labeled or 46, args.seed, keep_masks=args.oracle)
+    if args.labeled and args.labeled != 46:
+        args.variant += f"_l{args.labeled}"  # e.g. supervised_l367: every pool frame labeled
+    if args.oracle:
+        # the ceiling of this variant's unlabeled branch: the true masks in place of every pseudo-label
+        if args.set_name != "camvid" or method != "dssn":
+            sys.exit("--oracle: a DSSN variant on --set-name camvid (benchmarks/dssn_oracle.py covers the demo set)")
+        from dssn_oracle import install_oracle
+
+        install_oracle()
+        args.variant += "_oracle"
     out = ROOT / "benchmarks" / "results" / "runs" / f"dssn_short_{args.set_name}_{args.variant}_s{args.seed}"
     if (out / "log.jsonl").exists():
         (out / "log.jsonl").unlink()
@@ -216,6 +231,9 @@ def main() -> None:
     ap.add_argument("--labeled", type=int, default=None, help="camvid: labeled images (default 46)")
     ap.add_argument("--data", default=None)
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--oracle", action="store_true",
+                    help="camvid: the unlabeled images' true masks in place of the pseudo-labels (recorded as "
+                         "VARIANT_oracle): what the variant's unlabeled branch could give with perfect labels")
     ap.add_argument("--summary", action="store_true")
     args = ap.parse_args()
     summary(args) if args.summary else run(args)

@@ -297,3 +297,45 @@ def test_eval_teacher_evaluates_and_saves_the_ema_teacher(splits, tmp_path):
     saved = torch.load(res.model_path, weights_only=False)["model"]
     state = torch.load(res.checkpoint, weights_only=False)
     assert all(torch.equal(saved[k], state["model"][k]) for k in saved)
+
+
+def test_the_oracle_diagnostic_trains_on_the_true_masks(splits, synth_dir, monkeypatch):
+    """benchmarks/dssn_oracle.py (and dssn_short.py --oracle) read the README's ceiling of the unlabeled branch
+    off this switch: after it, every unlabeled view carries its true mask, cropped with the image, and both
+    label sources return exactly that mask (the partner's inside the CutMix boxes), every labeled pixel kept."""
+    import sys
+
+    from annotassist.data import datasets as ds_mod
+    from annotassist.data.masks import IGNORE
+    from conftest import REPO
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    for obj, name in ((ds_mod.SemiDataset, "_unlabeled_views"), (dssn, "teacher_targets"),
+                      (dssn, "student_targets")):
+        monkeypatch.setattr(obj, name, getattr(obj, name))  # restored after the test
+    sys.modules.pop("dssn_oracle", None)
+    from dssn_oracle import install_oracle
+
+    labeled, _ = splits
+    samples = read_list(synth_dir / "train.txt", synth_dir)[0]
+    install_oracle()
+    # a crop of the whole image (scale 1, crop = image size) keeps every pixel, so the truth must be the mask
+    size = ds_mod.load_pair(samples[4], True, 6, 255, 1.0)[0].shape[-1]
+    ds = ds_mod.SemiDataset(labeled, samples[4:8], 6, size, (1.0, 1.0), seed=0, cutmix_p=1.0)
+    items = [ds[i] for i in range(2)]
+    batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    for k in range(2):
+        _, mask = ds_mod.load_pair(samples[4 + k], True, 6, 255, 1.0)
+        truth = batch["u_truth"][k]
+        assert torch.equal(truth, mask[0].long()) or torch.equal(truth, mask[0].long().flip(-1))  # weak flip
+        assert torch.equal(batch["u_valid"][k], truth != IGNORE)
+    cfg = make_config(SMALL + SHORT)
+    targets = dssn.teacher_targets(None, batch, cfg, None)
+    for k, box in enumerate((batch["box1"].bool(), batch["box2"].bool())):
+        assert box.any() and (~box).any()
+        want = torch.where(box, batch["mix_truth"], batch["u_truth"])
+        valid = want != IGNORE
+        assert torch.equal(targets.pseudo_label[k][valid], want[valid]) and torch.equal(targets.keep_mask[k], valid)
+    label_w, keep_w = dssn.student_targets(None, batch, cfg)
+    assert torch.equal(label_w[batch["u_valid"]], batch["u_truth"][batch["u_valid"]])
+    assert torch.equal(keep_w, batch["u_truth"] != IGNORE)
