@@ -121,6 +121,9 @@ def demo_data(root: Path, cfg) -> tuple[list[Sample], list[Sample], list[Sample]
     return labeled, unlabeled, val
 
 
+CAMVID_LABELED = 46  # the labeled frames of every CamVid run unless --labeled says otherwise
+
+
 def camvid_data(root: Path, n_labeled: int, seed: int, keep_masks: bool = False):
     """(labeled, unlabeled, val); the unlabeled samples lose their mask paths unless `keep_masks` (the oracle)."""
     pool = read_list(root / "train.txt", root)[0]
@@ -152,6 +155,8 @@ def run(args) -> None:
     method, overrides = VARIANTS[args.variant] if args.variant in VARIANTS else ("dssn", [])
     if args.variant not in VARIANTS and not args.set:
         sys.exit(f"unknown variant {args.variant!r}: one of {', '.join(VARIANTS)}, or name your own with --set")
+    if args.oracle and (args.set_name != "camvid" or method != "dssn"):
+        sys.exit("--oracle: a DSSN variant on --set-name camvid (benchmarks/dssn_oracle.py covers the demo set)")
     overrides = overrides + list(args.set) + [f"train.max_iters={args.iters}", f"train.seed={args.seed}",
                                               "train.log_every=5", "train.eval_every=0"]
     if args.set_name == "demo":
@@ -159,14 +164,13 @@ def run(args) -> None:
         labeled, unlabeled, val = demo_data(Path(args.data or "/tmp/annotassist-demo-data"), cfg)
     else:
         cfg = load_config(ROOT / "configs" / "camvid.yaml", profile=args.profile, overrides=overrides)
+        n_labeled = args.labeled or CAMVID_LABELED
         labeled, unlabeled, val = camvid_data(Path(args.data or ROOT.parent / "shared" / "data" / "camvid"),
-                                              args.labeled or 46, args.seed, keep_masks=args.oracle)
-    if args.labeled and args.labeled != 46:
-        args.variant += f"_l{args.labeled}"  # e.g. supervised_l367: every pool frame labeled
+                                              n_labeled, args.seed, keep_masks=args.oracle)
+        if n_labeled != CAMVID_LABELED:
+            args.variant += f"_l{n_labeled}"  # e.g. supervised_l367: every pool frame labeled
     if args.oracle:
         # the ceiling of this variant's unlabeled branch: the true masks in place of every pseudo-label
-        if args.set_name != "camvid" or method != "dssn":
-            sys.exit("--oracle: a DSSN variant on --set-name camvid (benchmarks/dssn_oracle.py covers the demo set)")
         from dssn_oracle import install_oracle
 
         install_oracle()
@@ -228,7 +232,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--iters", type=int, default=250)
     ap.add_argument("--profile", default="cpu", help="camvid: the config profile")
-    ap.add_argument("--labeled", type=int, default=None, help="camvid: labeled images (default 46)")
+    ap.add_argument("--labeled", type=int, default=None, help=f"camvid: labeled images (default {CAMVID_LABELED})")
     ap.add_argument("--data", default=None)
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--oracle", action="store_true",

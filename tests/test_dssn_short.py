@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from annotassist.train.common import StepContext
 from annotassist.train.losses import cross_entropy
 from annotassist.train.trainer import Trainer
 
-from conftest import make_config
+from conftest import REPO, make_config
 
 SMALL = ["model.backbone=efficientnet_lite0", "model.weights=none", "train.crop_size=64", "train.batch_size=2",
          "train.num_workers=0", "train.eval_every=0", "train.lr=0.01", "train.log_every=1"]
@@ -303,11 +304,8 @@ def test_the_oracle_diagnostic_trains_on_the_true_masks(splits, synth_dir, monke
     """benchmarks/dssn_oracle.py (and dssn_short.py --oracle) read the README's ceiling of the unlabeled branch
     off this switch: after it, every unlabeled view carries its true mask, cropped with the image, and both
     label sources return exactly that mask (the partner's inside the CutMix boxes), every labeled pixel kept."""
-    import sys
-
     from annotassist.data import datasets as ds_mod
     from annotassist.data.masks import IGNORE
-    from conftest import REPO
 
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     for obj, name in ((ds_mod.SemiDataset, "_unlabeled_views"), (dssn, "teacher_targets"),
