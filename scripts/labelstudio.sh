@@ -15,8 +15,7 @@ if [ ! -x "$LS_VENV/bin/label-studio" ] || [ ! -f "$MARK" ]; then
   log=$(mktemp)
   # pip's output goes to a log shown only on failure, so the test run stays quiet
   if ! { python3 -m venv "$LS_VENV" \
-         && "$LS_VENV/bin/python" -m pip install -q --upgrade pip \
-         && "$LS_VENV/bin/python" -m pip install -q "${PINS[@]}"; } >"$log" 2>&1; then
+         && bash scripts/pip_install.sh "$LS_VENV" "${PINS[@]}"; } >"$log" 2>&1; then
     cat "$log" >&2
     echo "scripts/labelstudio.sh: installing label-studio==$LS_VERSION into $LS_VENV failed (log above)" >&2
     rm -f "$log"
