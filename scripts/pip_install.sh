@@ -34,7 +34,9 @@ with_uv() {
   for url in $(pip_setting constraint); do flags+=(--constraint "$url"); done
   local cert; cert=$(pip_setting cert)
   if [ -n "$cert" ]; then export SSL_CERT_FILE="$cert"; fi
-  "$venv/bin/uv" pip install -q "${flags[@]}" "$@"
+  # --compile-bytecode: pip writes every .pyc at install and uv does not; where PYTHONDONTWRITEBYTECODE is set
+  # (as on these machines) every process would then compile torch's sources again: test suite 7.5 -> 13.4 min
+  "$venv/bin/uv" pip install -q --compile-bytecode "${flags[@]}" "$@"
 }
 
 if [ "${ANNOTASSIST_PIP:-uv}" != pip ] && with_uv "$@"; then
