@@ -5,9 +5,11 @@
 # they measure the machine's load. TEST_WORKERS=1 runs everything in one process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+start=$(date +%s)
 source scripts/setup.sh
 bash scripts/browser.sh >/dev/null
 bash scripts/labelstudio.sh >/dev/null
+echo "scripts/test.sh: set-up took $(( $(date +%s) - start )) s (.venv, chromium, Label Studio's .ls-venv)" >&2
 cores=$("$VENV/bin/python" -c "import os; print(len(os.sched_getaffinity(0)))")
 workers=${TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}
 if [ "$workers" -le 1 ]; then
