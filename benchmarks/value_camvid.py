@@ -8,7 +8,7 @@ changes. Arms (the default: scratch, random, dssn_cost):
     dssn_cost  the cost-aware dssn selection (the CamVid profiles' strategy), pre-annotations corrected
     entropy, dssn   the other selections; any NAME=STRATEGY[:METHOD[:scratch|region]] (`random=random:dssn`:
                DSSN training) works too
-    full       every pool label, supervised, 12x a round's steps (1200 on a CPU): the ceiling
+    full       every pool label, supervised, 12x a round's steps (2400 on a CPU): the ceiling
 Headline: the effort each arm needs to reach 90% of the ceiling's mIoU, and the area under mIoU against effort.
 
 On a CPU it runs the camvid config's `value` profile (small images, short warm-started rounds, supervised training:

@@ -1,12 +1,14 @@
 """The effort benchmark's arithmetic on hand-made curves, and a short run of its arms on the tiny set."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from annotassist.simulate import (Arm, SimulationPlan, effort_auc, effort_to_reach, miou_at_effort, parse_arm,
                                   simulate, summarize)
 
-from conftest import make_config
+from conftest import REPO, make_config
 
 TINY = ["model.backbone=efficientnet_lite0", "model.decoder=light", "train.crop_size=32", "train.batch_size=2",
         "model.weights=none", "train.num_workers=0", "train.max_iters=2", "train.eval_every=0",
@@ -103,3 +105,33 @@ def test_the_no_assistant_arm_read_from_its_assisted_twin_equals_running_it(synt
     assert scratch[-1]["pixels_corrected"] == scratch[-1]["scratch_pixels"] > 0
     assert scratch[-1]["regions_corrected"] > 0
     assert [r["arm"] for r in read["summary"]] == ["scratch", "random"]
+
+
+def test_value_benchmark_merges_arms_with_a_longer_reference_run_apart(tmp_path, monkeypatch):
+    """benchmarks/value_camvid.py --merge: the committed 200-step arms and the 2400-step reference (run on the
+    100-step profile: another round length, no rows) make one summary whose 90% line is the reference's; arms
+    of another round length are refused."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import value_camvid
+
+    results = REPO / "benchmarks" / "results"
+    arms, ref = results / "value_camvid_cpu_200steps.json", results / "value_camvid_cpu_reference2400.json"
+    merged = value_camvid.merge([arms, ref], tmp_path, "merged")
+    assert merged["full_mIoU"] == json.loads(ref.read_text())["full_mIoU"]
+    assert (tmp_path / "merged.png").stat().st_size > 0 and "54.9" in (tmp_path / "merged.md").read_text()
+    target = 0.9 * merged["full_mIoU"]
+    by_arm = {s["arm"]: s for s in merged["summary"]}
+    # the effort to the line, recomputed from the rows: each seed's first round at or above it
+    for arm in ("dssn_cost", "random"):
+        hits = []
+        for seed in range(3):
+            rows = sorted((r for r in merged["rows"] if r["arm"] == arm and r["seed"] == seed),
+                          key=lambda r: r["labeled"])
+            hits += [next((r["pixels_corrected"] for r in rows if r["mIoU"] >= target), None)]
+        reached = [h for h in hits if h is not None]
+        assert by_arm[arm]["effort_to_target"] == pytest.approx(sum(reached) / len(reached))
+    other = json.loads(arms.read_text())
+    other["max_iters"] = 100
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="max_iters"):
+        value_camvid.merge([arms, tmp_path / "other.json"], tmp_path, "refused")
