@@ -12,7 +12,7 @@ set -euo pipefail
 venv=$1; shift
 py="$venv/bin/python"
 
-pip_config=$("$py" -m pip config list 2>/dev/null || true)
+pip_config=""  # set by with_uv, once (pip_setting runs in $(...) subshells, which could not keep it)
 pip_setting() {  # the value pip would use for KEY: its environment variable first, then its config files
   local var="PIP_$(echo "$1" | tr 'a-z-' 'A-Z_')"
   if [ -n "${!var:-}" ]; then echo "${!var}"; return; fi
@@ -27,6 +27,7 @@ with_uv() {
     "$py" -m pip install -q uv >/dev/null 2>&1 || return 1
     uv="$venv/bin/uv"
   fi
+  pip_config=$("$py" -m pip config list 2>/dev/null || true)
   local flags=(--python "$py" --index-strategy unsafe-best-match) url
   local index; index=$(pip_setting index-url)
   [ -n "$index" ] && flags+=(--index-url "$index")

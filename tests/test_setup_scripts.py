@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import REPO
 
 
 def write_wheel(folder: Path, version: str) -> Path:
@@ -65,7 +65,7 @@ def test_pip_install_hands_pips_index_links_and_constraints_to_uv(tmp_path, inst
     )
     if installer == "pip":
         env["ANNOTASSIST_PIP"] = "pip"
-    proc = subprocess.run(["bash", str(ROOT / "scripts/pip_install.sh"), str(target), "tinypkg"],
+    proc = subprocess.run(["bash", str(REPO / "scripts/pip_install.sh"), str(target), "tinypkg"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     version = subprocess.run([str(target / "bin/python"), "-c", "import tinypkg; print(tinypkg.VERSION)"],
