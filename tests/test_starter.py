@@ -1,6 +1,7 @@
 """`init --data DIR --classes a,b`: a config written for a folder nobody wrote one for, on real generated files."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,12 @@ from conftest import REPO, make_thin_set
 
 
 def run(*args, cwd: Path) -> subprocess.CompletedProcess:
+    # a bare environment, as a new user's shell has, but this worker's share of the cores (conftest.py): the
+    # first-round test trains, and at torch's default it would fight the other worker for every core
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    env.update({k: os.environ[k] for k in ("OMP_NUM_THREADS",) if k in os.environ})
     return subprocess.run([sys.executable, "-m", "annotassist", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+                          text=True, timeout=300, env=env)
 
 
 @pytest.fixture(scope="module")

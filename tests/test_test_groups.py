@@ -9,7 +9,7 @@ import subprocess
 import sys
 from collections import defaultdict
 
-from conftest import LABELSTUDIO_FILES, REPO
+from conftest import COSTLIEST_FIRST, LABELSTUDIO_FILES, REPO
 
 HOOK = f"""
 import importlib.util
@@ -62,3 +62,23 @@ def test_a_files_tests_and_the_label_studio_files_each_stay_on_one_worker(tmp_pa
     assert all(setups[m] == 1 for m in modules), dict(setups)  # its module fixture built once
     ls = [n[:-3] for n in LABELSTUDIO_FILES[:2]]
     assert workers[ls[0]] == workers[ls[1]]  # the Label Studio files together: one server
+
+
+def test_the_costliest_groups_go_out_first_and_each_file_stays_in_one_piece(tmp_path):
+    """xdist hands the groups to the workers in collection order (scripts/test.sh: --no-loadscope-reorder): the
+    groups conftest.COSTLIEST_FIRST names come first, in its order, then the rest in file order."""
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "conftest.py").write_text(HOOK)
+    names = ["test_aaa.py", COSTLIEST_FIRST[1], "test_zzz.py", LABELSTUDIO_FILES[1], LABELSTUDIO_FILES[0]]
+    for name in names:
+        (suite / name).write_text(MODULE.format(log=str(tmp_path / "log.txt")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env["PYTHONPATH"] = str(REPO)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only",
+                        str(suite)], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    files = [line.split("::")[0].rsplit("/", 1)[-1] for line in r.stdout.splitlines() if "::" in line]
+    assert len(files) == 4 * len(names)
+    runs = [f for i, f in enumerate(files) if i == 0 or files[i - 1] != f]  # each file once: in one piece
+    assert runs == [*sorted(LABELSTUDIO_FILES[:2]), COSTLIEST_FIRST[1], "test_aaa.py", "test_zzz.py"], runs
