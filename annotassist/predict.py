@@ -19,14 +19,10 @@ from .runtime import precision
 TTA_VIEWS = {"none": ((1.0,), False), "flip": ((1.0,), True), "multiscale": ((0.75, 1.0, 1.25), True)}
 
 
-def view_logits(model, images: torch.Tensor, scales: tuple[float, ...] = (1.0,), flip: bool = False) -> torch.Tensor:
-    """The model's logits on `images`; with more than one view (other scales, the mirror image, mirrored back)
-    the log of the mean of the views' softmax, at the images' size: softmax of the result is that mean, and
-    bilinear resizing before the softmax acts on it as on plain logits (a per-pixel constant cancels)."""
-    if scales == (1.0,) and not flip:
-        return model(images)
+def view_probs(model, images: torch.Tensor, scales: tuple[float, ...] = (1.0,),
+               flip: bool = False) -> Iterator[torch.Tensor]:
+    """Each test-time view's softmax at the images' size: every scale, plain then mirrored (and mirrored back)."""
     h, w = images.shape[-2:]
-    total, n = 0.0, 0
     for s in scales:
         x = images if s == 1.0 else F.interpolate(images, scale_factor=s, mode="bilinear", align_corners=False)
         for mirrored in ((False, True) if flip else (False,)):
@@ -35,7 +31,18 @@ def view_logits(model, images: torch.Tensor, scales: tuple[float, ...] = (1.0,),
                 out = out.flip(-1)
             if out.shape[-2:] != (h, w):
                 out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
-            total, n = total + out.softmax(dim=1), n + 1
+            yield out.softmax(dim=1)
+
+
+def view_logits(model, images: torch.Tensor, scales: tuple[float, ...] = (1.0,), flip: bool = False) -> torch.Tensor:
+    """The model's logits on `images`; with more than one view (other scales, the mirror image, mirrored back)
+    the log of the mean of the views' softmax, at the images' size: softmax of the result is that mean, and
+    bilinear resizing before the softmax acts on it as on plain logits (a per-pixel constant cancels)."""
+    if scales == (1.0,) and not flip:
+        return model(images)
+    total, n = 0.0, 0
+    for p in view_probs(model, images, scales, flip):
+        total, n = total + p, n + 1
     return (total / n).clamp_min(1e-8).log()
 
 

@@ -255,7 +255,7 @@ def test_scoring_and_prelabel_run_at_the_training_precision(ws, amp, expect):
 
 
 def test_view_logits_average_the_views_softmax():
-    from annotassist.predict import TTA_VIEWS, view_logits
+    from annotassist.predict import TTA_VIEWS, view_logits, view_probs
 
     model = lopsided_conv(seed=2).eval()
     x = torch.randn(2, 3, 12, 10, generator=torch.Generator().manual_seed(3))
@@ -268,6 +268,9 @@ def test_view_logits_average_the_views_softmax():
     multi = view_logits(model, x, *TTA_VIEWS["multiscale"])
     assert multi.shape == (2, 4, 12, 10)
     assert torch.allclose(multi.softmax(1), torch.stack(views).mean(0), atol=1e-5)
+    # each view on its own, in that order (benchmarks/pseudo_label_quality.py averages subsets of them)
+    alone = list(view_probs(model, x, *TTA_VIEWS["multiscale"]))
+    assert len(alone) == 6 and all(torch.allclose(a, v, atol=1e-6) for a, v in zip(alone, views))
     assert not torch.allclose(multi.softmax(1), model(x).softmax(1), atol=1e-3)  # the views do change it
     # with the mirror view, mirroring the image mirrors the pre-annotation (at scale 1: a resized grid of odd
     # size is not itself symmetric)
