@@ -4,7 +4,7 @@ Only the images queued for a person are pre-annotated (a round's budget, not the
 test-time views (`loop.tta`): the mirror image and two more scales change fewer pixels a person must fix."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -40,10 +40,15 @@ def view_logits(model, images: torch.Tensor, scales: tuple[float, ...] = (1.0,),
     bilinear resizing before the softmax acts on it as on plain logits (a per-pixel constant cancels)."""
     if scales == (1.0,) and not flip:
         return model(images)
+    return mean_probs(view_probs(model, images, scales, flip)).clamp_min(1e-8).log()
+
+
+def mean_probs(views: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The mean of the views' softmax (summed in their order): what a pre-annotation's argmax is taken from."""
     total, n = 0.0, 0
-    for p in view_probs(model, images, scales, flip):
+    for p in views:
         total, n = total + p, n + 1
-    return (total / n).clamp_min(1e-8).log()
+    return total / n
 
 
 @torch.no_grad()

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from annotassist.config import load_config  # noqa: E402
 from annotassist.data.datasets import EvalDataset  # noqa: E402
 from annotassist.data.layouts import read_list  # noqa: E402
-from annotassist.predict import TTA_VIEWS, view_probs  # noqa: E402
+from annotassist.predict import TTA_VIEWS, mean_probs, view_probs  # noqa: E402
 from annotassist.pseudo_label import class_rank_keep  # noqa: E402
 from annotassist.runtime.checkpoint import load_model  # noqa: E402
 from annotassist.runtime.threads import configure  # noqa: E402
@@ -43,14 +43,6 @@ from annotassist.train.evaluate import confusion, iou_from_confusion  # noqa: E4
 from dssn_short import camvid_data  # noqa: E402
 
 IGNORE = 255
-
-
-def mean_of(views: list[torch.Tensor]) -> torch.Tensor:
-    """The mean of the views' softmax, as predict.view_logits takes it (its argmax is the pre-annotation's)."""
-    total = 0.0
-    for v in views:
-        total = total + v
-    return total / len(views)
 
 
 @torch.no_grad()
@@ -72,8 +64,8 @@ def measure(model, ds, num_classes: int, crop: int, seed: int) -> tuple[dict[str
         keep = class_rank_keep(p, 0.5)
         kept_share.append(float(keep.float().mean()))
         conf["kept_class_rank_50"] += confusion(p.argmax(1), torch.where(keep, y, IGNORE), c)
-        conf["flip"] += confusion(mean_of(views[2:4]).argmax(1), y, c)
-        conf["multiscale_flip"] += confusion(mean_of(views).argmax(1), y, c)
+        conf["flip"] += confusion(mean_probs(views[2:4]).argmax(1), y, c)
+        conf["multiscale_flip"] += confusion(mean_probs(views).argmax(1), y, c)
     g = torch.Generator().manual_seed(seed)
     for i in range(0, len(ds) - 3, 4):
         xs, ys = zip(*(ds[j] for j in range(i, i + 4)))

@@ -27,7 +27,7 @@ COSTLIEST_FIRST = ("labelstudio", "test_loop.py", "test_rounds_config.py", "test
                    "test_editor.py", "test_dssn_short.py")
 
 
-def test_group(item) -> str:
+def xdist_group_of(item) -> str:
     name = item.path.name
     return "labelstudio" if name in LABELSTUDIO_FILES else name
 
@@ -38,9 +38,9 @@ def pytest_collection_modifyitems(config, items):
     fixtures are built once, and all Label Studio tests on one worker, so one server starts. The groups are
     ordered costliest first (a stable sort: each file's tests stay together and in their order)."""
     rank = {g: i for i, g in enumerate(COSTLIEST_FIRST)}
-    items.sort(key=lambda item: rank.get(test_group(item), len(rank)))
+    items.sort(key=lambda item: rank.get(xdist_group_of(item), len(rank)))
     for item in items:
-        item.add_marker(pytest.mark.xdist_group(test_group(item)))
+        item.add_marker(pytest.mark.xdist_group(xdist_group_of(item)))
 
 
 def pytest_configure(config):

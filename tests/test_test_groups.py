@@ -37,20 +37,26 @@ def test_uses_it(built_once, k):
 """
 
 
-def test_a_files_tests_and_the_label_studio_files_each_stay_on_one_worker(tmp_path):
-    log = tmp_path / "log.txt"
+def run_suite(tmp_path, names: list[str], *pytest_args: str) -> subprocess.CompletedProcess:
+    """A throwaway suite under the repository's grouping hook, its files named `names` (each test notes where it
+    ran in tmp_path/log.txt), run by pytest with `pytest_args`."""
     suite = tmp_path / "suite"
     suite.mkdir()
     (suite / "conftest.py").write_text(HOOK)
-    names = ["test_one.py", "test_two.py", "test_three.py", *LABELSTUDIO_FILES[:2]]
     for name in names:
-        (suite / name).write_text(MODULE.format(log=str(log)))
+        (suite / name).write_text(MODULE.format(log=str(tmp_path / "log.txt")))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}  # not this run's worker
     env["PYTHONPATH"] = str(REPO)
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "--dist",
-                        "loadgroup", str(suite)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                       env=env)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args, str(suite)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return r
+
+
+def test_a_files_tests_and_the_label_studio_files_each_stay_on_one_worker(tmp_path):
+    log = tmp_path / "log.txt"
+    names = ["test_one.py", "test_two.py", "test_three.py", *LABELSTUDIO_FILES[:2]]
+    run_suite(tmp_path, names, "-n", "2", "--dist", "loadgroup")
     workers, setups = defaultdict(set), defaultdict(int)
     for line in log.read_text().splitlines():
         what, module, worker = line.split()
@@ -67,17 +73,8 @@ def test_a_files_tests_and_the_label_studio_files_each_stay_on_one_worker(tmp_pa
 def test_the_costliest_groups_go_out_first_and_each_file_stays_in_one_piece(tmp_path):
     """xdist hands the groups to the workers in collection order (scripts/test.sh: --no-loadscope-reorder): the
     groups conftest.COSTLIEST_FIRST names come first, in its order, then the rest in file order."""
-    suite = tmp_path / "suite"
-    suite.mkdir()
-    (suite / "conftest.py").write_text(HOOK)
     names = ["test_aaa.py", COSTLIEST_FIRST[1], "test_zzz.py", LABELSTUDIO_FILES[1], LABELSTUDIO_FILES[0]]
-    for name in names:
-        (suite / name).write_text(MODULE.format(log=str(tmp_path / "log.txt")))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    env["PYTHONPATH"] = str(REPO)
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only",
-                        str(suite)], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    r = run_suite(tmp_path, names, "--collect-only")
     files = [line.split("::")[0].rsplit("/", 1)[-1] for line in r.stdout.splitlines() if "::" in line]
     assert len(files) == 4 * len(names)
     runs = [f for i, f in enumerate(files) if i == 0 or files[i - 1] != f]  # each file once: in one piece
