@@ -12,6 +12,7 @@ LS_VERSION=1.23.2
 PINS=("label-studio==$LS_VERSION" "sentry-sdk>=2.16,<3")
 MARK="$LS_VENV/.installed-$LS_VERSION-sentry2"
 if [ ! -x "$LS_VENV/bin/label-studio" ] || [ ! -f "$MARK" ]; then
+  rm -rf "$LS_VENV/test-data-template"  # the tests' migrated data folder belongs to the install it came from
   log=$(mktemp)
   # pip's output goes to a log shown only on failure, so the test run stays quiet
   if ! { python3 -m venv "$LS_VENV" \

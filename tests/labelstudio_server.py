@@ -4,11 +4,18 @@ Started once per test session on a free loopback port with a temporary data dir,
 token, local-files serving under a temporary document root, webhooks and ML backends on 127.0.0.1 allowed;
 stopped after (the `ls` fixture in conftest.py). ANNOTASSIST_LS_SERVER=FILE.json reuses a server started this
 way (a JSON of Server's fields) instead, which saves the start-up when running the tests again and again.
+
+A first start runs Label Studio's database migrations (~30 s of one core on 2 cores). `python
+tests/labelstudio_server.py --template` starts and stops a server once and keeps its data folder (migrated, with
+the test user and token) as a template in the .ls-venv; scripts/test.sh makes it while .venv installs, and every
+later start begins from a copy of it (~5 s). Each session still gets its own server and its own database.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import sys
 import socket
 import subprocess
 import time
@@ -19,13 +26,14 @@ import json
 from contextlib import contextmanager
 
 import httpx
-import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 LS_VENV = Path(os.environ.get("LS_VENV", REPO / ".ls-venv"))
 if not LS_VENV.is_absolute():
     LS_VENV = REPO / LS_VENV
 START_TIMEOUT = 180  # first start runs the database migrations (~35 s on 2 cores, more when busy)
+# the migrated data folder, one per Label Studio install (a new install, a new .ls-venv, a new template)
+TEMPLATE = LS_VENV / "test-data-template"
 
 
 @dataclass
@@ -37,6 +45,16 @@ class Server:
     document_root: Path
 
 
+def fail(message: str, pytrace: bool = False):
+    """A test failure under pytest; an error elsewhere (`--template` runs with Label Studio's own python, which
+    has httpx but no pytest, while the project's .venv is still installing)."""
+    if "pytest" in sys.modules:
+        import pytest
+
+        pytest.fail(message, pytrace=pytrace)
+    raise RuntimeError(message)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -46,12 +64,15 @@ def free_port() -> int:
 def start(tmp: Path):
     exe = LS_VENV / "bin" / "label-studio"
     if not exe.exists():
-        pytest.fail(f"Label Studio is not installed at {LS_VENV}: run 'bash scripts/labelstudio.sh' first "
+        fail(f"Label Studio is not installed at {LS_VENV}: run 'bash scripts/labelstudio.sh' first "
                     "(it makes the server's own virtual environment; scripts/test.sh does it for you)",
                     pytrace=False)
     root, data = tmp / "document-root", tmp / "ls-data"
     root.mkdir()
-    data.mkdir()
+    if TEMPLATE.is_dir():
+        shutil.copytree(TEMPLATE, data)
+    else:
+        data.mkdir()
     port = free_port()
     server = Server(f"http://127.0.0.1:{port}", "annotassist-test-token-0123", "tester@example.com",
                     "tester-password-1", root)
@@ -69,7 +90,7 @@ def start(tmp: Path):
     deadline = time.time() + START_TIMEOUT
     while True:
         if proc.poll() is not None:
-            pytest.fail(f"Label Studio exited with {proc.returncode} while starting; log: "
+            fail(f"Label Studio exited with {proc.returncode} while starting; log: "
                         f"{(tmp / 'label-studio.log').read_text()[-3000:]}", pytrace=False)
         try:
             if httpx.get(server.url + "/health", timeout=2).json().get("status") == "UP":
@@ -78,7 +99,7 @@ def start(tmp: Path):
             pass
         if time.time() > deadline:
             stop(proc)
-            pytest.fail(f"Label Studio did not answer /health within {START_TIMEOUT} s; log: "
+            fail(f"Label Studio did not answer /health within {START_TIMEOUT} s; log: "
                         f"{(tmp / 'label-studio.log').read_text()[-3000:]}", pytrace=False)
         time.sleep(1)
     return server, proc, log
@@ -134,3 +155,29 @@ def logged_in_page(ls: Server):
             yield page
         finally:
             browser.close()
+
+
+def make_template() -> None:
+    """Start a server once on a fresh data folder (the migrations run) and keep that folder as TEMPLATE. Written
+    beside it and renamed into place, so a killed run leaves no half-made template."""
+    if TEMPLATE.is_dir():
+        return
+    work = Path(str(TEMPLATE) + f".making-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        _, proc, log = start(work)
+        stop(proc)
+        log.close()
+        os.replace(work / "ls-data", TEMPLATE)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--template"]:
+        sys.exit("usage: python tests/labelstudio_server.py --template")
+    t0 = time.time()
+    make_template()
+    print(f"tests/labelstudio_server.py: migrated Label Studio data folder at {TEMPLATE} ({time.time() - t0:.0f} s)",
+          file=sys.stderr)
