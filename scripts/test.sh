@@ -7,18 +7,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 # Label Studio's venv installs beside the project's (its own venv, its own packages; uv's cache takes
-# concurrent installs): one install mostly waits on the disk and the index while the other compiles. Then,
-# still beside .venv's install, Label Studio starts once to run its database migrations (~30 s of one core)
-# and keeps the migrated data folder as the template every test server starts from. If that fails, the tests'
-# own first start runs the migrations and reports what went wrong.
-( ls_venv=$(bash scripts/labelstudio.sh) \
-  && { "$ls_venv/bin/python" tests/labelstudio_server.py --template 2>/dev/null \
-       || echo "scripts/test.sh: no migrated Label Studio template; the tests' server will migrate" >&2; } ) &
+# concurrent installs): one install mostly waits on the disk and the index while the other compiles
+bash scripts/labelstudio.sh >/dev/null &
 ls_setup=$!
 source scripts/setup.sh
 bash scripts/browser.sh >/dev/null
 wait "$ls_setup"
-echo "scripts/test.sh: set-up took $(( $(date +%s) - start )) s (.venv, chromium, Label Studio's .ls-venv and its migrated data)" >&2
+# Label Studio starts once to run its database migrations (~30 s of one core) and keeps the migrated data
+# folder as the template every test server starts from; it runs beside the first tests (a test that needs the
+# server waits for it). If it fails, the test server's own first start migrates and says what went wrong.
+"${LS_VENV:-.ls-venv}/bin/python" tests/labelstudio_server.py --template 2>/dev/null &
+echo "scripts/test.sh: set-up took $(( $(date +%s) - start )) s (.venv, chromium, Label Studio's .ls-venv)" >&2
 cores=$("$VENV/bin/python" -c "import os; print(len(os.sched_getaffinity(0)))")
 workers=${TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}
 if [ "$workers" -le 1 ]; then

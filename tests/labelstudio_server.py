@@ -12,6 +12,7 @@ later start begins from a copy of it (~5 s). Each session still gets its own ser
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -61,7 +62,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(tmp: Path):
+def start(tmp: Path, from_template: bool = True):
     exe = LS_VENV / "bin" / "label-studio"
     if not exe.exists():
         fail(f"Label Studio is not installed at {LS_VENV}: run 'bash scripts/labelstudio.sh' first "
@@ -69,7 +70,9 @@ def start(tmp: Path):
                     pytrace=False)
     root, data = tmp / "document-root", tmp / "ls-data"
     root.mkdir()
-    if TEMPLATE.is_dir():
+    if from_template:
+        wait_for_template()
+    if from_template and TEMPLATE.is_dir():
         shutil.copytree(TEMPLATE, data)
     else:
         data.mkdir()
@@ -157,22 +160,45 @@ def logged_in_page(ls: Server):
             browser.close()
 
 
-def make_template() -> None:
-    """Start a server once on a fresh data folder (the migrations run) and keep that folder as TEMPLATE. Written
-    beside it and renamed into place, so a killed run leaves no half-made template."""
-    if TEMPLATE.is_dir():
-        return
-    work = Path(str(TEMPLATE) + f".making-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+def _template_lock(flags: int):
+    """TEMPLATE's lock file, locked with `flags` (held while a template is being made; it goes with the process,
+    so a killed maker releases it), or None if the flags say not to wait and it is held."""
+    f = open(str(TEMPLATE) + ".lock", "a")
     try:
-        _, proc, log = start(work)
-        stop(proc)
-        log.close()
-        os.replace(work / "ls-data", TEMPLATE)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        fcntl.flock(f, flags)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
 
+
+def wait_for_template(timeout: float = START_TIMEOUT) -> None:
+    """If a template is being made (scripts/test.sh starts that beside the first tests), wait for it: a copy
+    starts in ~5 s, and migrating here too would take ~30 s more of the cores the maker is using."""
+    deadline = time.time() + timeout
+    while (lock := _template_lock(fcntl.LOCK_SH | fcntl.LOCK_NB)) is None and time.time() < deadline:
+        time.sleep(0.5)
+    if lock is not None:
+        lock.close()
+
+
+def make_template() -> None:
+    """Start a server once on a fresh data folder (the migrations run) and keep that folder as TEMPLATE. Made
+    under TEMPLATE's lock (tests that start a server meanwhile wait for it), written beside it and renamed into
+    place, so a killed run leaves no half-made template."""
+    with _template_lock(fcntl.LOCK_EX):
+        if TEMPLATE.is_dir():
+            return
+        work = Path(str(TEMPLATE) + f".making-{os.getpid()}")
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        try:
+            _, proc, log = start(work, from_template=False)
+            stop(proc)
+            log.close()
+            os.replace(work / "ls-data", TEMPLATE)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--template"]:
