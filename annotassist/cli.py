@@ -255,19 +255,27 @@ def _print_metrics(metrics: dict, classes: list[str]) -> None:
     print(table(["class", "IoU"], [[c, per.get(c)] for c in classes]))
 
 
+def _teardown_distributed() -> None:
+    """End torchrun's process group if this command started one. torch loads only once a command gets past its
+    checks (a missing workspace, a damaged pool, a bad --set are refused in a fraction of a second), so the
+    module may not be loaded at all."""
+    dist_utils = sys.modules.get(f"{__package__}.runtime.distributed")
+    if dist_utils is not None:
+        dist_utils.teardown()
+
+
 @_writes
 def cmd_train(args) -> int:
-    from .runtime import distributed as dist_utils
-
     extra = [f"train.epochs={args.epochs}"] if args.epochs is not None else []
     extra += [f"train.max_iters={args.max_iters}"] if args.max_iters is not None else []
     try:
         if args.workspace:
-            from .rounds import train_round
             from .workspace import Workspace
 
             with Workspace(args.workspace) as ws:
                 _apply(ws, args, extra)
+                from .rounds import train_round
+
                 cfg = ws.config
                 round_, result = train_round(ws, method=args.method, warm_start=args.warm_start,
                                              init_weights=args.init_weights, restart=args.restart_round,
@@ -287,6 +295,8 @@ def cmd_train(args) -> int:
                                  method=args.method, resume=args.resume, stop_after=args.stop_after,
                                  device=args.device)
             where = args.out
+        from .runtime import distributed as dist_utils
+
         if dist_utils.is_main():
             if result.interrupted:
                 again = "run the same command" if args.workspace else "continue with --resume"
@@ -295,20 +305,21 @@ def cmd_train(args) -> int:
                 print(f"trained {where}: model {result.model_path}")
                 _print_metrics(result.metrics, cfg.dataset.classes)
     finally:
-        dist_utils.teardown()
+        _teardown_distributed()
     return 0
 
 
 @_writes
 def cmd_score(args) -> int:
-    from .acquire.scoring import score_pool
-    from .runtime import distributed as dist_utils
     from .workspace import Workspace
 
     names = args.scores.split(",") if args.scores else None
     try:
         with Workspace(args.workspace) as ws:
             _apply(ws, args, [f"acquire.unit={args.unit}"] if args.unit else [])
+            from .acquire.scoring import score_pool
+            from .runtime import distributed as dist_utils
+
             cfg = ws.config
             region_names = []
             if names is None:
@@ -324,18 +335,19 @@ def cmd_score(args) -> int:
                     print(f"warning: {name} is NaN for {len(images)} image(s), ranked last: "
                           f"{', '.join(images[:5])}{' ...' if len(images) > 5 else ''}")
     finally:
-        dist_utils.teardown()
+        _teardown_distributed()
     return 0
 
 
 @_writes
 def cmd_select(args) -> int:
-    from .acquire.select import select_for
     from .report import table
     from .workspace import Workspace
 
     with Workspace(args.workspace) as ws:
         _apply(ws, args, [f"acquire.unit={args.unit}"] if args.unit else [])
+        from .acquire.select import select_for  # torch: after the workspace and the options are known good
+
         sel = select_for(ws, ws.config, args.strategy, args.budget, args.round)
         if sel.message:
             print(sel.message)
@@ -425,7 +437,6 @@ def _loop_locked(args, cfg, overrides: list[str], note: str = "") -> int:
     """The loop's part that holds the lock: making the workspace, storing its options, the rounds."""
     from .hints import command
     from .importer import create_workspace
-    from .loop import RunOptions, run_loop
     from .workspace import Workspace
 
     ws_path = Path(args.workspace)
@@ -442,6 +453,9 @@ def _loop_locked(args, cfg, overrides: list[str], note: str = "") -> int:
     with Workspace(ws_path) as ws:
         args.set = overrides
         _apply(ws, args, why="loop")
+    # torch and the rounds load only now: a damaged pool or a bad --set is refused in a fraction of a second
+    from .loop import RunOptions, run_loop
+
     options = {"url": args.url, "host": args.host, "port": args.port}
     opts = RunOptions(gpus=args.gpus, device=args.device, restart_round=args.restart_round,
                       annotator_options={k: v for k, v in options.items() if v})

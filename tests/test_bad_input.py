@@ -149,6 +149,19 @@ def test_damaged_pool_is_named_and_left_as_it_is(ws, tmp_path, damage):
     assert not (tmp_path / "e").exists()
 
 
+def test_a_damaged_pool_is_refused_before_torch_loads(ws, tmp_path):
+    """Each verb checks the workspace before it loads torch (~2 s of imports): a refusal is immediate."""
+    (ws / "pool.sqlite").write_bytes(b"")
+    code = ("import sys; from annotassist.cli import main; "
+            "rcs = [main(a) for a in (['loop', '--project', sys.argv[1]], ['select', '--workspace', sys.argv[1]], "
+            "['score', '--workspace', sys.argv[1]], ['train', '--workspace', sys.argv[1]])]; "
+            "print(rcs, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code, str(ws)], cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                       timeout=120)
+    assert r.stdout.split("\n")[-2] == "[2, 2, 2, 2] False", (r.stdout[-2000:], r.stderr[-2000:])
+    assert r.stderr.count("is empty (0 bytes)") == 4, r.stderr
+
+
 # -- --workspace that is a file ---------------------------------------------------------------------------
 
 def test_workspace_that_is_a_file(tmp_path, synth_dir):
