@@ -490,9 +490,14 @@ def cmd_report(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from .ui.editor import launch, read_auth
+    from .auth import read_auth
+    from .workspace import Workspace
 
     auth = read_auth(args.auth, args.auth_file)
+    with Workspace(args.workspace):  # a bad login or workspace is refused before gradio loads (~1.5 s)
+        pass
+    from .ui.editor import launch
+
     print(f"correction editor for {args.workspace} (Ctrl-C to stop)")
     launch(args.workspace, host=args.host, port=args.port, share=args.share, auth=auth)
     return 0

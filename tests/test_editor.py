@@ -221,7 +221,7 @@ def test_basic_auth_from_the_environment_guards_the_page(queued_ws, monkeypatch)
 
 
 def test_cli_ui_names_a_missing_workspace_and_a_bad_auth(tmp_path, capsys):
-    from annotassist.ui.editor import parse_auth
+    from annotassist.auth import parse_auth
     from annotassist.cli import main
     from annotassist.errors import AnnotassistError
 

@@ -48,6 +48,7 @@ from fastapi import FastAPI, Request  # module level: FastAPI reads the handlers
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from ..auth import AUTH_ENV, parse_auth
 from ..errors import AnnotassistError
 from ..workspace import Workspace
 from .backend_round import RoundJob
@@ -55,7 +56,6 @@ from .labelstudio import BACKEND, NAME_KEY, BrushTarget, brush_target, model_ver
 from .lsclient import ENV_KEY, LabelStudioClient, LabelStudioError, check_url
 from .webhook import PULLED, Event, EventPuller, WebhookError, parse_event
 
-AUTH_ENV = "ANNOTASSIST_AUTH"
 URL_ENV = "LABEL_STUDIO_URL"
 UNTRAINED = "untrained"  # the model version before any round is trained
 
@@ -304,15 +304,6 @@ def _version(round_: int | None) -> str:
 
 # -- HTTP ------------------------------------------------------------------------------------------------------
 
-def parse_auth(value: str | None) -> tuple[str, str] | None:
-    if not value:
-        return None
-    user, sep, password = value.partition(":")
-    if not sep or not user or not password:
-        raise AnnotassistError(f"{AUTH_ENV} must be USER:PASSWORD (both non-empty)")
-    return user, password
-
-
 def create_app(backend: Backend):
     """The FastAPI app around a Backend."""
     import base64
@@ -396,7 +387,7 @@ def serve(workspace: str | Path, host: str = "127.0.0.1", port: int = 9090, url:
     """Run the backend until Ctrl-C."""
     import uvicorn
 
-    auth = parse_auth(os.environ.get(AUTH_ENV))
+    auth = parse_auth(os.environ.get(AUTH_ENV), AUTH_ENV)
     backend = Backend(ServeOptions(Path(workspace), url, auth, device), log)
     with socket.socket() as s:  # a clear message instead of uvicorn's, before anything starts
         try:

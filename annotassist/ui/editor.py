@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import html
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,13 +25,13 @@ import gradio as gr
 import numpy as np
 
 from ..data.masks import IGNORE
+from ..auth import AUTH_ENV, parse_auth
 from ..errors import AnnotassistError
 from ..workspace import Workspace
 from . import session
 from .layers import LAYER_ALPHA, check_palette, editor_value_to_mask, hex_colour, ignore_colour, overlay
 from .shortcuts import SHORTCUTS_JS, legend_html
 
-AUTH_ENV = "ANNOTASSIST_AUTH"
 
 
 @dataclass
@@ -252,45 +251,6 @@ def launch(workspace, host: str = "127.0.0.1", port: int | None = None, share: b
         raise AnnotassistError(f"cannot serve the editor on {host}:{port or 7860} ({e}); check --host and "
                                "--port") from None
     return app
-
-
-def read_auth(auth: str | None, auth_file: str | None) -> str | None:
-    """The login from the command line's --auth-file FILE (first line USER:PASSWORD) or --auth USER:PASSWORD,
-    else None (then ANNOTASSIST_AUTH). --auth is allowed but warned about: every user of the machine sees a
-    process's arguments (ps)."""
-    if auth and auth_file:
-        raise AnnotassistError("give --auth-file or --auth, not both (prefer --auth-file, or "
-                               f"{AUTH_ENV}=USER:PASSWORD: --auth shows the password in ps)")
-    if auth:
-        print(f"warning: --auth shows the password to every user of this machine (ps); set {AUTH_ENV}=USER:PASS "
-              "or use --auth-file FILE instead", file=sys.stderr)
-        parse_auth(auth)
-        return auth
-    if not auth_file:
-        return None
-    path = Path(auth_file)
-    try:
-        lines = path.read_text().splitlines()
-        mode = path.stat().st_mode
-    except (OSError, UnicodeDecodeError) as e:
-        raise AnnotassistError(f"--auth-file {path} cannot be read ({getattr(e, 'strerror', None) or e}); write "
-                               "USER:PASSWORD on its first line") from None
-    text = lines[0].strip() if lines else ""
-    if not parse_auth(text, f"the first line of --auth-file {path}"):
-        raise AnnotassistError(f"--auth-file {path} is empty; write USER:PASSWORD on its first line")
-    if mode & 0o077:
-        print(f"warning: --auth-file {path} can be read by other users (mode {mode & 0o777:o}); chmod 600 {path}",
-              file=sys.stderr)
-    return text
-
-
-def parse_auth(text: str | None, where: str = f"--auth / {AUTH_ENV}") -> tuple[str, str] | None:
-    if not text:
-        return None
-    user, sep, password = text.partition(":")
-    if not sep or not user or not password:
-        raise AnnotassistError(f"{where} must be USER:PASSWORD")
-    return user, password
 
 
 def _pick(items: list[session.WorkItem], current: int | None, action: str, target: int | None) -> int | None:
