@@ -160,6 +160,38 @@ def logged_in_page(ls: Server):
             browser.close()
 
 
+def screenshot_when(page, path: Path, ready, timeout: float = 20.0):
+    """Screenshot `page` into `path` until `ready(pixels)` holds, and return those pixels (the last ones after
+    `timeout`, for the test's own assertion to report). Label Studio paints its brush layers some time after the
+    canvas appears, later on a busy machine: polling waits as long as that takes and no longer."""
+    import numpy as np
+    from PIL import Image
+
+    deadline = time.time() + timeout
+    while True:
+        page.screenshot(path=str(path))
+        px = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        if ready(px) or time.time() > deadline:
+            return px
+        page.wait_for_timeout(250)
+
+
+def magenta_of(px):
+    """Where a screenshot shows magenta: the 'disc' class of the tests' palette, which Label Studio's brush draws
+    translucent over the image."""
+    return (px[..., 0] > 150) & (px[..., 2] > 150) & (px[..., 1] < 110)
+
+
+def annotations_when_submitted(api, task: int, timeout: float = 20.0) -> list:
+    """The task's annotations once the browser's submit has reached the server (or [] after `timeout`)."""
+    deadline = time.time() + timeout
+    while True:
+        anns = api.get(f"/api/tasks/{task}").json()["annotations"]
+        if anns or time.time() > deadline:
+            return anns
+        time.sleep(0.25)
+
+
 def _template_lock(flags: int):
     """TEMPLATE's lock file, locked with `flags` (held while a template is being made; it goes with the process,
     so a killed maker releases it), or None if the flags say not to wait and it is held."""

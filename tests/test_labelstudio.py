@@ -28,7 +28,7 @@ from annotassist.workspace import Workspace
 from annotassist.importer import import_dataset
 
 import labelstudio_server
-from labelstudio_server import logged_in_page
+from labelstudio_server import annotations_when_submitted, logged_in_page, magenta_of, screenshot_when
 from conftest import REPO, make_config
 
 # vivid class colours, so the browser test can find the pre-annotation in a screenshot
@@ -316,9 +316,8 @@ def test_browser_shows_the_pre_annotation(ws, ls, api, request, tmp_path):
     with logged_in_page(ls) as page:
         page.goto(f"{ls.url}/projects/{report.project_id}/data?task={tid}")
         page.wait_for_selector("canvas", timeout=60000)
-        page.wait_for_timeout(3000)  # the brush layer is painted after the image loads
         shot = tmp_path / "labelstudio.png"
-        page.screenshot(path=str(shot))
+        px = screenshot_when(page, shot, lambda px: magenta_of(px).sum() > 20000)
         # then correct it as a person would: pick 'box', paint a stroke across the lower part, submit
         page.get_by_text("box", exact=True).first.click()
         area = page.locator("canvas").first.bounding_box()
@@ -329,11 +328,8 @@ def test_browser_shows_the_pre_annotation(ws, ls, api, request, tmp_path):
         page.mouse.move(area["x"] + 70 * scale, y, steps=25)
         page.mouse.up()
         page.get_by_role("button", name="Submit").click()
-        page.wait_for_timeout(2000)
-    from PIL import Image
-
-    px = np.asarray(Image.open(shot).convert("RGB")).astype(int)
-    magenta = (px[..., 0] > 150) & (px[..., 2] > 150) & (px[..., 1] < 110)
+        (ann,) = annotations_when_submitted(api, tid)
+    magenta = magenta_of(px)
     # the 56x56 brush is drawn ~7x larger on the canvas; the UI's own magenta (the label chip) is tiny
     readme_copy = REPO / "docs" / "img" / "labelstudio.png"  # the README's picture; refresh on request
     if not readme_copy.exists() or os.environ.get("ANNOTASSIST_UPDATE_SCREENSHOTS"):
@@ -342,7 +338,6 @@ def test_browser_shows_the_pre_annotation(ws, ls, api, request, tmp_path):
     assert magenta.sum() > 20000, f"the pre-annotation's magenta brush is not visible in {shot}"
 
     # the browser's own RLE encoder (literal chunks, unlike the SDK's) decodes exactly as the SDK decodes it
-    (ann,) = api.get(f"/api/tasks/{tid}").json()["annotations"]
     for res in ann["result"]:
         assert np.array_equal(decode(res["value"]["rle"]), decode_rle(res["value"]["rle"]))
     (change,) = sync.pull().pulled

@@ -28,7 +28,7 @@ from annotassist.rounds import train_round
 from annotassist.workspace import Workspace
 
 import labelstudio_server
-from labelstudio_server import logged_in_page
+from labelstudio_server import logged_in_page, magenta_of, screenshot_when
 from conftest import REPO, make_config
 
 PALETTE = [[40, 40, 40], [255, 0, 255], [0, 255, 255], [255, 255, 0], [0, 0, 255], [255, 128, 0]]
@@ -398,11 +398,7 @@ def test_browser_task_pre_annotated_by_the_backend(ws, ls, api, served, tmp_path
     with logged_in_page(ls) as page:
         page.goto(f"{ls.url}/projects/{sync.project_id()}/data?task={task}")
         page.wait_for_selector("canvas", timeout=60000)
-        for _ in range(40):  # the brush layer is painted after the image loads
-            page.wait_for_timeout(250)
-            page.screenshot(path=str(shot))
-            if _magenta(shot) > 20000:
-                break
+        screenshot_when(page, shot, lambda px: magenta_of(px).sum() > 20000)
         page.wait_for_timeout(500)  # and once more after it settled, for the README's copy
         page.screenshot(path=str(shot))
         page.get_by_text("box", exact=True).first.click()
@@ -429,5 +425,4 @@ def test_browser_task_pre_annotated_by_the_backend(ws, ls, api, served, tmp_path
 
 def _magenta(shot: Path) -> int:
     """Pixels of the 'disc' brush's magenta in a screenshot."""
-    px = np.asarray(Image.open(shot).convert("RGB")).astype(int)
-    return int(((px[..., 0] > 150) & (px[..., 2] > 150) & (px[..., 1] < 110)).sum())
+    return int(magenta_of(np.asarray(Image.open(shot).convert("RGB")).astype(int)).sum())

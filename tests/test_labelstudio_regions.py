@@ -20,7 +20,7 @@ from annotassist.importer import import_dataset
 from annotassist.workspace import Workspace
 
 from conftest import REPO, make_config
-from labelstudio_server import logged_in_page
+from labelstudio_server import annotations_when_submitted, logged_in_page, magenta_of, screenshot_when
 from test_labelstudio import PALETTE, RUN, annotate, brushes, project_tasks, sync_for, task_id
 
 QUERIED = [0, 3]  # of the four quadrants: top left and bottom right
@@ -240,8 +240,6 @@ def test_projects_without_the_region_control(ws, ls, api, request):
 def test_browser_shows_the_regions_to_check(ws, ls, api, request, tmp_path):
     """Chromium opens a region task in Label Studio's labeling UI: the pre-annotation and the region layer's
     outlines are both visible; submitted as is, the annotation keeps the layer and pulls as a partial."""
-    from PIL import Image
-
     (i,) = queue_regions(ws, regions=[3])
     pseudo = ws.read_oracle(i).copy()
     pseudo[20:76, 20:76] = 1  # a large 'disc', magenta in this palette, across all four quadrants
@@ -253,29 +251,33 @@ def test_browser_shows_the_regions_to_check(ws, ls, api, request, tmp_path):
     with logged_in_page(ls) as page:
         page.goto(f"{ls.url}/projects/{report.project_id}/data?task={tid}")
         page.wait_for_selector("canvas", timeout=60000)
-        page.wait_for_timeout(3000)  # the brush layers are painted after the image loads
-        page.screenshot(path=str(shot))
         area = page.locator("canvas").first.bounding_box()
+        x0, y0 = int(area["x"]), int(area["y"])
+        x1, y1 = x0 + int(area["width"]), y0 + int(area["height"])
+
+        def green_of(px):
+            image = px[y0:y1, x0:x1]
+            return image[..., 1] - np.maximum(image[..., 0], image[..., 2]) > 40
+
+        def painted(px):  # both brush layers: the pre-annotation and the region's outline
+            g = green_of(px)
+            return magenta_of(px).sum() > 20000 and g[g.shape[0] // 2:, g.shape[1] // 2:].sum() > 5000
+
+        px = screenshot_when(page, shot, painted)
         page.get_by_role("button", name="Submit").click()
-        page.wait_for_timeout(2000)
-    px = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+        (ann,) = annotations_when_submitted(api, tid)
     readme_copy = REPO / "docs" / "img" / "labelstudio-regions.png"
     if not readme_copy.exists() or os.environ.get("ANNOTASSIST_UPDATE_SCREENSHOTS"):
         shutil.copyfile(shot, readme_copy)
-    magenta = (px[..., 0] > 150) & (px[..., 2] > 150) & (px[..., 1] < 110)
-    assert magenta.sum() > 20000, f"the pre-annotation is not visible in {shot}"
+    assert magenta_of(px).sum() > 20000, f"the pre-annotation is not visible in {shot}"
     # the region layer (green for this palette; Label Studio draws brushes translucent): an outline around the
     # bottom right quadrant of the image, the queried region, and nowhere else on it
     assert region_colour(PALETTE) == (0, 255, 0)
-    x0, y0 = int(area["x"]), int(area["y"])
-    x1, y1 = x0 + int(area["width"]), y0 + int(area["height"])
-    image = px[y0:y1, x0:x1]
-    green = image[..., 1] - np.maximum(image[..., 0], image[..., 2]) > 40
+    green = green_of(px)
     h, w = green.shape
     assert green[h // 2:, w // 2:].sum() > 5000, f"the region layer's outline is not visible in {shot}"
     assert green[:h // 2].sum() + green[:, :w // 2].sum() < 1000, f"the region layer is off the region in {shot}"
 
-    (ann,) = api.get(f"/api/tasks/{tid}").json()["annotations"]
     assert region_results(ann), "the browser dropped the region layer on submit"
     (change,) = sync.pull().pulled
     assert change.name == ws.image(i).name and ws.image(i).state == "unlabeled"
