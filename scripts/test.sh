@@ -7,24 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 # Label Studio's venv installs beside the project's (its own venv, its own packages; uv's cache takes
-# concurrent installs): one install mostly waits on the disk and the index while the other compiles. Once it is
-# in, Label Studio starts once to run its database migrations (~30 s of one core) and keeps the migrated data
-# folder as the template every test server starts from: beside the rest of the set-up and the first tests (a
-# test that needs the server waits for it). If that fails, the test server's own first start migrates and
-# says what went wrong.
-ls_installed=$(mktemp)  # the install's exit status, written when it ends
-( if bash scripts/labelstudio.sh >/dev/null; then
-    echo 0 >"$ls_installed"
-    exec "${LS_VENV:-.ls-venv}/bin/python" tests/labelstudio_server.py --template 2>/dev/null
-  fi
-  echo 1 >"$ls_installed" ) &
-ls_job=$!
+# concurrent installs): one install mostly waits on the disk and the index while the other compiles
+bash scripts/labelstudio.sh >/dev/null &
+ls_setup=$!
 source scripts/setup.sh
 bash scripts/browser.sh >/dev/null
-while [ ! -s "$ls_installed" ] && kill -0 "$ls_job" 2>/dev/null; do sleep 0.5; done
-ls_status=$(cat "$ls_installed")
-rm -f "$ls_installed"
-[ "$ls_status" = 0 ] || exit 1  # scripts/labelstudio.sh printed why
+wait "$ls_setup"
+# Label Studio starts once to run its database migrations (~30 s of one core) and keeps the migrated data
+# folder as the template every test server starts from; it runs beside the first tests (a test that needs the
+# server waits for it). If it fails, the test server's own first start migrates and says what went wrong.
+"${LS_VENV:-.ls-venv}/bin/python" tests/labelstudio_server.py --template 2>/dev/null &
 echo "scripts/test.sh: set-up took $(( $(date +%s) - start )) s (.venv, chromium, Label Studio's .ls-venv)" >&2
 cores=$("$VENV/bin/python" -c "import os; print(len(os.sched_getaffinity(0)))")
 workers=${TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}
