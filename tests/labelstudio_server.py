@@ -7,8 +7,8 @@ way (a JSON of Server's fields) instead, which saves the start-up when running t
 
 A first start runs Label Studio's database migrations (~30 s of one core on 2 cores). `python
 tests/labelstudio_server.py --template` starts and stops a server once and keeps its data folder (migrated, with
-the test user and token) as a template in the .ls-venv; scripts/test.sh makes it while .venv installs, and every
-later start begins from a copy of it (~5 s). Each session still gets its own server and its own database.
+the test user and token) as a template in the .ls-venv; scripts/test.sh makes it beside the first tests, and
+every later start begins from a copy of it (~5 s). Each session still gets its own server and its own database.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import fcntl
 import os
 import shutil
 import signal
-import sys
 import socket
+import sys
 import subprocess
 import time
 from dataclasses import dataclass
@@ -66,8 +66,7 @@ def start(tmp: Path, from_template: bool = True):
     exe = LS_VENV / "bin" / "label-studio"
     if not exe.exists():
         fail(f"Label Studio is not installed at {LS_VENV}: run 'bash scripts/labelstudio.sh' first "
-                    "(it makes the server's own virtual environment; scripts/test.sh does it for you)",
-                    pytrace=False)
+             "(it makes the server's own virtual environment; scripts/test.sh does it for you)", pytrace=False)
     root, data = tmp / "document-root", tmp / "ls-data"
     root.mkdir()
     if from_template:
@@ -94,7 +93,7 @@ def start(tmp: Path, from_template: bool = True):
     while True:
         if proc.poll() is not None:
             fail(f"Label Studio exited with {proc.returncode} while starting; log: "
-                        f"{(tmp / 'label-studio.log').read_text()[-3000:]}", pytrace=False)
+                 f"{(tmp / 'label-studio.log').read_text()[-3000:]}", pytrace=False)
         try:
             if httpx.get(server.url + "/health", timeout=2).json().get("status") == "UP":
                 break
@@ -103,7 +102,7 @@ def start(tmp: Path, from_template: bool = True):
         if time.time() > deadline:
             stop(proc)
             fail(f"Label Studio did not answer /health within {START_TIMEOUT} s; log: "
-                        f"{(tmp / 'label-studio.log').read_text()[-3000:]}", pytrace=False)
+                 f"{(tmp / 'label-studio.log').read_text()[-3000:]}", pytrace=False)
         time.sleep(1)
     return server, proc, log
 
@@ -164,16 +163,21 @@ def screenshot_when(page, path: Path, ready, timeout: float = 20.0):
     """Screenshot `page` into `path` until `ready(pixels)` holds, and return those pixels (the last ones after
     `timeout`, for the test's own assertion to report). Label Studio paints its brush layers some time after the
     canvas appears, later on a busy machine: polling waits as long as that takes and no longer."""
-    import numpy as np
-    from PIL import Image
-
     deadline = time.time() + timeout
     while True:
         page.screenshot(path=str(path))
-        px = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        px = pixels_of(path)
         if ready(px) or time.time() > deadline:
             return px
         page.wait_for_timeout(250)
+
+
+def pixels_of(path: Path):
+    """A screenshot's RGB pixels as ints (room for the differences the colour tests take)."""
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
 
 
 def magenta_of(px):
@@ -231,6 +235,7 @@ def make_template() -> None:
             os.replace(work / "ls-data", TEMPLATE)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--template"]:

@@ -28,7 +28,7 @@ from annotassist.rounds import train_round
 from annotassist.workspace import Workspace
 
 import labelstudio_server
-from labelstudio_server import logged_in_page, magenta_of, screenshot_when
+from labelstudio_server import logged_in_page, magenta_of, pixels_of, screenshot_when
 from conftest import REPO, make_config
 
 PALETTE = [[40, 40, 40], [255, 0, 255], [0, 255, 255], [255, 255, 0], [0, 0, 255], [255, 128, 0]]
@@ -425,4 +425,4 @@ def test_browser_task_pre_annotated_by_the_backend(ws, ls, api, served, tmp_path
 
 def _magenta(shot: Path) -> int:
     """Pixels of the 'disc' brush's magenta in a screenshot."""
-    return int(magenta_of(np.asarray(Image.open(shot).convert("RGB")).astype(int)).sum())
+    return int(magenta_of(pixels_of(shot)).sum())

@@ -24,14 +24,13 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from ..data.masks import IGNORE
 from ..auth import AUTH_ENV, parse_auth
+from ..data.masks import IGNORE
 from ..errors import AnnotassistError
 from ..workspace import Workspace
 from . import session
 from .layers import LAYER_ALPHA, check_palette, editor_value_to_mask, hex_colour, ignore_colour, overlay
 from .shortcuts import SHORTCUTS_JS, legend_html
-
 
 
 @dataclass
